@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"go/format"
 	"go/parser"
 	"go/token"
 	"log"
@@ -95,6 +96,11 @@ func main() {
 				log.Fatal(err)
 			}
 			body := rewrite(src, *importPrefix)
+			// The longer import paths can reorder import blocks; keep the
+			// copy gofmt-clean so `gofmt -l .` stays quiet.
+			if formatted, err := format.Source(body); err == nil {
+				body = formatted
+			}
 			if err := os.WriteFile(filepath.Join(dst, name), append([]byte(header), body...), 0o644); err != nil {
 				log.Fatal(err)
 			}

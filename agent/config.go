@@ -1,0 +1,188 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config is haul-agent's configuration file (JSON). The NixOS module renders
+// it; on other hosts it is written by hand. Unknown keys are an error, so a
+// typo cannot silently disable quiescing.
+type Config struct {
+	// Host is the name the agent reports; the puller stores snapshots under
+	// its own name for the host. Default: the machine's hostname.
+	Host string `json:"host,omitempty"`
+	// DataPaths are the absolute directories to back up.
+	DataPaths []string `json:"data_paths"`
+	// StateDir holds the mirror, the chunk cache and the lock. It is created
+	// 0700: it holds the same secrets as the data.
+	StateDir string `json:"state_dir"`
+	// Quiesce says how the services writing DataPaths are paused.
+	Quiesce Quiesce `json:"quiesce"`
+	// ReadyMarker is written after a successful restore (or `haul-agent
+	// mark-ready`); the stack's units require it. Default: <state_dir>/ready.
+	ReadyMarker string `json:"ready_marker,omitempty"`
+	// AllowInplaceRestore permits a restore onto a host that is already
+	// ready. Off by default, so a stolen restore key cannot overwrite a
+	// running VPS.
+	AllowInplaceRestore bool `json:"allow_inplace_restore,omitempty"`
+	// KeepPrevious is how many *.prev-<time> copies a restore keeps.
+	// Default 2.
+	KeepPrevious *int `json:"keep_previous,omitempty"`
+	// LockTimeout bounds how long a session waits for another one to finish
+	// (two backups at once never double-stop). Default 10m.
+	LockTimeout Duration `json:"lock_timeout,omitempty"`
+}
+
+// Quiesce configures the freeze.
+type Quiesce struct {
+	// Mode is "none", "pause" or "stop". Default "none".
+	Mode string `json:"mode,omitempty"`
+	// Containers are Docker container names, in start order.
+	Containers []string `json:"containers,omitempty"`
+	// ComposeProject adds every container labelled
+	// com.docker.compose.project=<name>.
+	ComposeProject string `json:"compose_project,omitempty"`
+	// Units are systemd units, in start order, for containers systemd
+	// manages (a docker stop would be undone by the unit's restart).
+	Units []string `json:"units,omitempty"`
+	// DockerHost is the Engine API endpoint, unix:///path. Default:
+	// $DOCKER_HOST, then unix:///var/run/docker.sock.
+	DockerHost string `json:"docker_host,omitempty"`
+	// Timeout bounds each stop, start, pause or unpause. Default 30s.
+	Timeout Duration `json:"timeout,omitempty"`
+	// GuardTimeout is how long after a freeze began the guard brings the
+	// targets back if the agent died. Default 30s.
+	GuardTimeout Duration `json:"guard_timeout,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s").
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Or returns d, or def when d is zero.
+func (d Duration) Or(def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return time.Duration(d)
+}
+
+// LoadConfig reads and validates a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read agent config: %w", err)
+	}
+	return ParseConfig(b, path)
+}
+
+// ParseConfig parses and validates config JSON; name is used in errors.
+func ParseConfig(b []byte, name string) (*Config, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("agent config %s: %w", name, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("agent config %s: %w", name, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	if len(c.DataPaths) == 0 {
+		return fmt.Errorf("data_paths is empty: list the absolute directories to back up")
+	}
+	for i, p := range c.DataPaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("data_paths[%d] %q is not absolute", i, p)
+		}
+		clean := filepath.Clean(p)
+		if clean == "/" {
+			return fmt.Errorf("data_paths[%d] is the root directory; name the data directories", i)
+		}
+		c.DataPaths[i] = clean
+	}
+	for i, p := range c.DataPaths {
+		for j, q := range c.DataPaths {
+			if i != j && (p == q || strings.HasPrefix(p, q+"/")) {
+				return fmt.Errorf("data_paths %q and %q overlap; list each directory once", p, q)
+			}
+		}
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		return fmt.Errorf("state_dir %q must be an absolute path", c.StateDir)
+	}
+	c.StateDir = filepath.Clean(c.StateDir)
+	for _, p := range c.DataPaths {
+		if c.StateDir == p || strings.HasPrefix(c.StateDir, p+"/") || strings.HasPrefix(p, c.StateDir+"/") {
+			return fmt.Errorf("state_dir %q and data path %q overlap; keep the state dir outside the data", c.StateDir, p)
+		}
+	}
+	switch c.Quiesce.Mode {
+	case "":
+		c.Quiesce.Mode = "none"
+	case "none", "pause", "stop":
+	default:
+		return fmt.Errorf("quiesce.mode %q: want none, pause or stop", c.Quiesce.Mode)
+	}
+	if c.Quiesce.Mode != "none" && len(c.Quiesce.Containers) == 0 && c.Quiesce.ComposeProject == "" && len(c.Quiesce.Units) == 0 {
+		return fmt.Errorf("quiesce.mode is %q but no containers, compose_project or units are listed", c.Quiesce.Mode)
+	}
+	if c.Quiesce.Mode == "pause" && len(c.Quiesce.Units) > 0 {
+		return fmt.Errorf("quiesce.mode \"pause\" cannot pause systemd units; use \"stop\" or list Docker containers")
+	}
+	if c.ReadyMarker == "" {
+		c.ReadyMarker = filepath.Join(c.StateDir, "ready")
+	} else if !filepath.IsAbs(c.ReadyMarker) {
+		return fmt.Errorf("ready_marker %q must be an absolute path", c.ReadyMarker)
+	}
+	if c.KeepPrevious != nil && *c.KeepPrevious < 0 {
+		return fmt.Errorf("keep_previous must be 0 or more")
+	}
+	if c.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("host is not set and the hostname is unknown: %w", err)
+		}
+		c.Host = h
+	}
+	return nil
+}
+
+// Keep returns how many previous data copies a restore keeps.
+func (c *Config) Keep() int {
+	if c.KeepPrevious == nil {
+		return 2
+	}
+	return *c.KeepPrevious
+}
+
+// MirrorDir is where the consistent copy of the data paths lives.
+func (c *Config) MirrorDir() string { return filepath.Join(c.StateDir, "mirror") }
+
+// MirrorPath maps a data path to its place in the mirror.
+func (c *Config) MirrorPath(dataPath string) string {
+	return filepath.Join(c.MirrorDir(), strings.TrimPrefix(dataPath, "/"))
+}

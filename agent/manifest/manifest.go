@@ -1,0 +1,390 @@
+// Package manifest walks the agent's mirror and describes it as a stream of
+// protocol nodes, each file with the chunk IDs restic would give it.
+//
+// Files are chunked with the repository's polynomial exactly as restic
+// chunks them, so the puller's repository deduplicates haul's chunks against
+// restic's own. Chunk lists are cached across runs by inode, size, mtime and
+// ctime, so an unchanged file is not read again.
+package manifest
+
+import (
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/haulproject/haul/proto"
+	"github.com/restic/chunker"
+)
+
+// Location says where a chunk's bytes are in the mirror.
+type Location struct {
+	Path   string
+	Offset int64
+	Length uint32
+	// Cached is true when the chunk list came from the cache instead of a
+	// fresh read: the sender verifies such chunks before sending.
+	Cached bool
+}
+
+// Visitor receives the manifest in order: a dir node opens a directory,
+// Leave closes the most recently opened one.
+type Visitor interface {
+	Visit(n *proto.Node) error
+	Leave() error
+}
+
+type cacheEntry struct {
+	Ino, Size, MTime, CTime int64
+	Chunks                  []proto.ChunkRef
+}
+
+type cacheFile struct {
+	Polynomial uint64
+	Files      map[string]cacheEntry
+}
+
+// Cache remembers each mirror file's chunk list.
+type Cache struct {
+	path string
+	pol  chunker.Pol
+	old  map[string]cacheEntry
+	new  map[string]cacheEntry
+}
+
+// OpenCache loads the chunk cache at path; one made with another polynomial
+// is discarded.
+func OpenCache(path string, pol chunker.Pol) (*Cache, error) {
+	c := &Cache{path: path, pol: pol, old: map[string]cacheEntry{}, new: map[string]cacheEntry{}}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open chunk cache: %w", err)
+	}
+	defer f.Close()
+	var cf cacheFile
+	if err := gob.NewDecoder(f).Decode(&cf); err == nil && cf.Polynomial == uint64(pol) && cf.Files != nil {
+		c.old = cf.Files
+	}
+	return c, nil
+}
+
+// Forget drops a file's entry, after its cached chunk list proved wrong.
+func (c *Cache) Forget(path string) {
+	delete(c.old, path)
+	delete(c.new, path)
+}
+
+// Save writes the entries seen by the last walk.
+func (c *Cache) Save() error {
+	tmp := c.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(c.pol), Files: c.new}); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.path)
+}
+
+// Walker produces the manifest of a mirror.
+type Walker struct {
+	Root      string   // the mirror directory
+	DataPaths []string // absolute paths as on the host; found under Root
+	Cache     *Cache
+	Pol       chunker.Pol
+
+	// Locations maps every chunk of the walk to where it can be read.
+	Locations map[proto.ID]Location
+	Stats     proto.ManifestEnd
+
+	buf   []byte
+	names nameCache
+	mu    sync.Mutex // guards Locations: the sender reads while the walk runs
+}
+
+// Lookup returns where chunk id can be read.
+func (w *Walker) Lookup(id proto.ID) (Location, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, ok := w.Locations[id]
+	return l, ok
+}
+
+// Walk streams the manifest to v. The top of the tree is the file system
+// root: the directories leading to each data path come first, with the
+// mirrored metadata of their originals.
+func (w *Walker) Walk(ctx context.Context, v Visitor) error {
+	w.mu.Lock()
+	w.Locations = map[proto.ID]Location{}
+	w.mu.Unlock()
+	w.names = nameCache{users: map[uint32]string{}, groups: map[uint32]string{}}
+	t := &trie{children: map[string]*trie{}}
+	for _, p := range w.DataPaths {
+		n := t
+		for _, comp := range strings.Split(strings.Trim(p, "/"), "/") {
+			c, ok := n.children[comp]
+			if !ok {
+				c = &trie{children: map[string]*trie{}}
+				n.children[comp] = c
+			}
+			n = c
+		}
+		n.data = true
+	}
+	return w.walkTrie(ctx, v, t, "")
+}
+
+type trie struct {
+	children map[string]*trie
+	data     bool
+}
+
+func (w *Walker) walkTrie(ctx context.Context, v Visitor, t *trie, rel string) error {
+	names := make([]string, 0, len(t.children))
+	for n := range t.children {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c := t.children[name]
+		r := rel + "/" + name
+		if c.data {
+			if err := w.walk(ctx, v, r); err != nil {
+				return err
+			}
+			continue
+		}
+		n, err := w.node(r)
+		if err != nil {
+			return err
+		}
+		if n.Type != proto.NodeDir {
+			return fmt.Errorf("%s is not a directory in the mirror", r)
+		}
+		if err := v.Visit(n); err != nil {
+			return err
+		}
+		if err := w.walkTrie(ctx, v, c, r); err != nil {
+			return err
+		}
+		if err := v.Leave(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walk emits the mirror subtree at rel (a host path such as /srv/data).
+func (w *Walker) walk(ctx context.Context, v Visitor, rel string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n, err := w.node(rel)
+	if err != nil {
+		return err
+	}
+	if n.Type == proto.NodeFile {
+		if err := w.chunks(rel, n); err != nil {
+			return err
+		}
+	}
+	if err := v.Visit(n); err != nil {
+		return err
+	}
+	if n.Type != proto.NodeDir {
+		return nil
+	}
+	w.Stats.Dirs++
+	f, err := os.Open(w.abs(rel))
+	if err != nil {
+		return err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("read mirror dir %s: %w", rel, err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if strings.HasPrefix(name, ".haul-tmp-") {
+			continue
+		}
+		if err := w.walk(ctx, v, rel+"/"+name); err != nil {
+			return err
+		}
+	}
+	return v.Leave()
+}
+
+func (w *Walker) abs(rel string) string { return filepath.Join(w.Root, rel) }
+
+func (w *Walker) node(rel string) (*proto.Node, error) {
+	p := w.abs(rel)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	mask := os.ModePerm | os.ModeType | os.ModeSetuid | os.ModeSetgid | os.ModeSticky
+	n := &proto.Node{
+		Name:  []byte(filepath.Base(rel)),
+		Mode:  uint32(fi.Mode() & mask),
+		UID:   st.Uid,
+		GID:   st.Gid,
+		User:  w.names.user(st.Uid),
+		Group: w.names.group(st.Gid),
+		MTime: st.Mtim.Nano(),
+		ATime: st.Atim.Nano(),
+		CTime: st.Ctim.Nano(),
+		Inode: st.Ino,
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		n.Type = proto.NodeFile
+		n.Size = uint64(st.Size)
+		n.Links = uint64(st.Nlink)
+	case m.IsDir():
+		n.Type = proto.NodeDir
+	case m&os.ModeSymlink != 0:
+		n.Type = proto.NodeSymlink
+		target, err := os.Readlink(p)
+		if err != nil {
+			return nil, err
+		}
+		n.LinkTarget = []byte(target)
+		n.Links = uint64(st.Nlink)
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice != 0:
+		n.Type = proto.NodeCharDev
+		n.Device = st.Rdev
+		n.Links = uint64(st.Nlink)
+	case m&os.ModeDevice != 0:
+		n.Type = proto.NodeDev
+		n.Device = st.Rdev
+		n.Links = uint64(st.Nlink)
+	case m&os.ModeNamedPipe != 0:
+		n.Type = proto.NodeFifo
+	case m&os.ModeSocket != 0:
+		n.Type = proto.NodeSocket
+	default:
+		return nil, fmt.Errorf("mirror: %s has unsupported type %v", rel, m)
+	}
+	if n.Links > 1 && n.Type != proto.NodeDir {
+		n.DeviceID = st.Dev // only hard links need it, as restic does
+	}
+	return n, nil
+}
+
+// chunks fills n.Chunks from the cache or by reading the file.
+func (w *Walker) chunks(rel string, n *proto.Node) error {
+	w.Stats.Files++
+	w.Stats.Bytes += int64(n.Size)
+	key := cacheEntry{Ino: int64(n.Inode), Size: int64(n.Size), MTime: n.MTime, CTime: n.CTime}
+	if e, ok := w.Cache.old[rel]; ok && e.Ino == key.Ino && e.Size == key.Size && e.MTime == key.MTime && e.CTime == key.CTime {
+		n.Chunks = e.Chunks
+		w.Cache.new[rel] = e
+		w.locate(rel, e.Chunks, true)
+		return nil
+	}
+	refs, err := w.read(rel)
+	if err != nil {
+		return err
+	}
+	var sum uint64
+	for _, r := range refs {
+		sum += uint64(r.Length)
+	}
+	if sum != n.Size {
+		// the mirror changed under us: only root can do that, and it means
+		// the mirror is not consistent any more
+		return fmt.Errorf("mirror file %s changed while it was read (%d bytes, expected %d); rerun the backup", rel, sum, n.Size)
+	}
+	n.Chunks = refs
+	key.Chunks = refs
+	w.Cache.new[rel] = key
+	w.locate(rel, refs, false)
+	return nil
+}
+
+func (w *Walker) locate(rel string, refs []proto.ChunkRef, cached bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var off int64
+	for _, r := range refs {
+		if _, ok := w.Locations[r.ID]; !ok {
+			w.Locations[r.ID] = Location{Path: w.abs(rel), Offset: off, Length: r.Length, Cached: cached}
+		}
+		off += int64(r.Length)
+		w.Stats.Chunks++
+	}
+}
+
+func (w *Walker) read(rel string) ([]proto.ChunkRef, error) {
+	f, err := os.Open(w.abs(rel))
+	if err != nil {
+		return nil, fmt.Errorf("mirror: %w", err)
+	}
+	defer f.Close()
+	if w.buf == nil {
+		w.buf = make([]byte, chunker.MaxSize)
+	}
+	w.Stats.FilesRead++
+	var refs []proto.ChunkRef
+	ch := chunker.New(f, w.Pol)
+	for {
+		c, err := ch.Next(w.buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", rel, err)
+		}
+		w.Stats.BytesRead += int64(c.Length)
+		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
+	}
+	return refs, nil
+}
+
+type nameCache struct {
+	users, groups map[uint32]string
+}
+
+func (c nameCache) user(uid uint32) string {
+	if n, ok := c.users[uid]; ok {
+		return n
+	}
+	n := ""
+	if u, err := user.LookupId(strconv.Itoa(int(uid))); err == nil {
+		n = u.Username
+	}
+	c.users[uid] = n
+	return n
+}
+
+func (c nameCache) group(gid uint32) string {
+	if n, ok := c.groups[gid]; ok {
+		return n
+	}
+	n := ""
+	if g, err := user.LookupGroupId(strconv.Itoa(int(gid))); err == nil {
+		n = g.Name
+	}
+	c.groups[gid] = n
+	return n
+}

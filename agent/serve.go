@@ -1,0 +1,588 @@
+// Package agent is haul-agent: the program sshd runs as the forced command
+// of the NAS's key. It quiesces the services, keeps a consistent mirror of
+// the data paths, streams the manifest and the chunks the puller asks for,
+// and applies restores.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/haulproject/haul/agent/manifest"
+	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/proto"
+	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
+	"golang.org/x/sys/unix"
+)
+
+// Version is the agent's version, set at build time.
+var Version = "0.1.0-dev"
+
+// Server runs one session over a pair of streams (sshd's pipes).
+type Server struct {
+	Config       *Config
+	AllowRestore bool
+	In           io.Reader
+	Out          io.Writer
+	Log          io.Writer // stderr: sshd forwards it to the puller
+
+	// Quiescer overrides the one built from the config (tests).
+	Quiescer quiesce.Quiescer
+}
+
+// frame is one received frame with its own copy of the payload.
+type frame struct {
+	t       proto.Type
+	payload []byte
+	err     error
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Log != nil {
+		fmt.Fprintf(s.Log, "haul-agent: "+format+"\n", args...)
+	}
+}
+
+// Serve runs the session for verb until the puller is done, the streams
+// close or ctx is cancelled.
+func (s *Server) Serve(ctx context.Context, verb string) error {
+	switch verb {
+	case VerbVersion:
+		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", Version, proto.MinVersion, proto.Version)
+		return err
+	case VerbBackup:
+	case VerbRestore:
+		if !s.AllowRestore {
+			return fmt.Errorf("restore refused: this key's forced command does not allow restore (add --allow-restore to the restore key's entry, never to the backup key's)")
+		}
+	default:
+		return fmt.Errorf("verb %q is not served here", verb)
+	}
+	if err := os.MkdirAll(s.Config.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := os.Chmod(s.Config.StateDir, 0o700); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conn := &proto.Conn{R: proto.NewReader(s.In), W: proto.NewWriter(s.Out)}
+	frames := make(chan frame, 64)
+	go func() {
+		defer close(frames)
+		for {
+			t, p, err := conn.R.Read()
+			if err != nil {
+				frames <- frame{err: err}
+				cancel() // the puller is gone or broken: stop work, thaw
+				return
+			}
+			select {
+			case frames <- frame{t: t, payload: append([]byte(nil), p...)}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	sess := &session{Server: s, conn: conn, frames: frames, verb: verb}
+	err := sess.run(ctx)
+	if err != nil {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			conn.SendError(errorCode(err), "%s: %v", s.Config.Host, err)
+		}
+	}
+	return err
+}
+
+func errorCode(err error) string {
+	var ce *codedError
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.Is(err, proto.ErrFrame):
+		return proto.CodeProtocol
+	case errors.Is(err, context.Canceled):
+		return proto.CodeCancelled
+	case errors.Is(err, unix.ENOSPC):
+		return proto.CodeNoSpace
+	}
+	return proto.CodeInternal
+}
+
+type codedError struct {
+	code string
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+func coded(code string, format string, args ...any) error {
+	return &codedError{code: code, err: fmt.Errorf(format, args...)}
+}
+
+type session struct {
+	*Server
+	conn   *proto.Conn
+	frames <-chan frame
+	verb   string
+	pol    chunker.Pol
+	unlock func()
+}
+
+// next returns the next frame or the reason there is none.
+func (s *session) next(ctx context.Context) (proto.Type, []byte, error) {
+	select {
+	case f, ok := <-s.frames:
+		if !ok {
+			return 0, nil, io.ErrUnexpectedEOF
+		}
+		if f.err == io.EOF {
+			return 0, nil, fmt.Errorf("puller closed the connection: %w", context.Canceled)
+		}
+		if f.err != nil {
+			return 0, nil, f.err
+		}
+		return f.t, f.payload, nil
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	}
+}
+
+func (s *session) run(ctx context.Context) error {
+	t, p, err := s.next(ctx)
+	if err != nil {
+		return err
+	}
+	var hello proto.Hello
+	if err := proto.DecodeAs(t, p, proto.THello, &hello); err != nil {
+		return err
+	}
+	version := 0
+	for _, v := range hello.Versions {
+		if v >= proto.MinVersion && v <= proto.Version && v > version {
+			version = v
+		}
+	}
+	if version == 0 {
+		return coded(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
+	}
+	if hello.ChunkerPolynomial != "" {
+		pol, err := strconv.ParseUint(hello.ChunkerPolynomial, 16, 64)
+		if err != nil || !chunker.Pol(pol).Irreducible() {
+			return coded(proto.CodeProtocol, "chunker polynomial %q is not an irreducible polynomial", hello.ChunkerPolynomial)
+		}
+		s.pol = chunker.Pol(pol)
+	}
+	_, readyErr := os.Stat(s.Config.ReadyMarker)
+	reply := proto.HelloReply{
+		Version:        version,
+		Agent:          "haul-agent " + Version,
+		Host:           s.Config.Host,
+		Verb:           s.verb,
+		DataPaths:      s.Config.DataPaths,
+		RestoreAllowed: s.AllowRestore,
+		Ready:          readyErr == nil,
+	}
+	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {
+		return err
+	}
+	unlock, err := s.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if s.verb == VerbRestore {
+		return s.restore(ctx)
+	}
+	return s.backup(ctx)
+}
+
+// lock takes the state dir's lock so two sessions never freeze or swap at
+// once; a second session waits up to lock_timeout.
+func (s *session) lock(ctx context.Context) (func(), error) {
+	path := filepath.Join(s.Config.StateDir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(s.Config.LockTimeout.Or(10 * time.Minute))
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			_ = f.Truncate(0)
+			_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, coded(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, readPID(path), s.Config.LockTimeout.Or(10*time.Minute))
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func readPID(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 0 && b[len(b)-1] == '\n' {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+func (s *session) quiescer() (quiesce.Quiescer, error) {
+	if s.Quiescer != nil {
+		return s.Quiescer, nil
+	}
+	q := s.Config.Quiesce
+	return quiesce.New(quiesce.Options{
+		Mode: q.Mode, Containers: q.Containers, ComposeProject: q.ComposeProject,
+		Units: q.Units, DockerHost: q.DockerHost, Timeout: q.Timeout.Or(30 * time.Second),
+	})
+}
+
+func (s *session) backup(ctx context.Context) error {
+	var walker *manifest.Walker
+	var queue *wantQueue
+	out := make(chan outFrame, 4)
+	var wg sync.WaitGroup
+	writerErr := make(chan error, 1)
+	go func() { writerErr <- s.writer(out) }()
+	defer func() {
+		close(out)
+		<-writerErr
+	}()
+	var bye proto.Bye
+	var walkErr, sendErr error
+	walkDone := make(chan struct{})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	for {
+		t, p, err := s.next(ctx)
+		if err != nil {
+			if walkErr != nil {
+				return walkErr
+			}
+			if sendErr != nil {
+				return sendErr
+			}
+			return err
+		}
+		switch t {
+		case proto.TFreeze:
+			var req proto.Freeze
+			if err := proto.Decode(t, p, &req); err != nil {
+				return err
+			}
+			rep, err := s.freeze(ctx)
+			if err != nil {
+				return err
+			}
+			if err := s.sendVia(out, proto.TFrozen, rep); err != nil {
+				return err
+			}
+		case proto.TWalk:
+			if walker != nil {
+				return coded(proto.CodeProtocol, "walk requested twice")
+			}
+			if s.pol == 0 {
+				return coded(proto.CodeProtocol, "walk requested but hello carried no chunker polynomial")
+			}
+			cache, err := manifest.OpenCache(filepath.Join(s.Config.StateDir, "chunks.cache"), s.pol)
+			if err != nil {
+				return err
+			}
+			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol}
+			queue = newWantQueue()
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				defer close(walkDone)
+				walkErr = s.walk(ctx, walker, out)
+				if walkErr != nil {
+					cancel()
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				sendErr = s.sendChunks(ctx, walker, cache, queue, out, walkDone, &bye)
+				if sendErr != nil {
+					cancel()
+				}
+			}()
+		case proto.TWant:
+			if queue == nil {
+				return coded(proto.CodeProtocol, "want before walk")
+			}
+			ids, err := proto.DecodeWant(p)
+			if err != nil {
+				return err
+			}
+			queue.push(ids)
+		case proto.TDone:
+			if queue != nil {
+				queue.close()
+			}
+			wg.Wait()
+			if walkErr != nil {
+				return walkErr
+			}
+			if sendErr != nil {
+				return sendErr
+			}
+			bye.BytesSent = s.conn.W.BytesWritten()
+			return s.sendVia(out, proto.TBye, &bye)
+		case proto.TError:
+			var e proto.Error
+			_ = proto.Decode(t, p, &e)
+			return fmt.Errorf("puller reported: %w", &e)
+		default:
+			return coded(proto.CodeProtocol, "unexpected %s during backup", t)
+		}
+	}
+}
+
+// freeze syncs the mirror twice: once while the services run, then again
+// inside the quiesce window, where only what changed in between is copied.
+func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
+	m, err := mirror.Open(s.Config.MirrorDir(), filepath.Join(s.Config.StateDir, "mirror.index"))
+	if err != nil {
+		return nil, coded(proto.CodeIO, "%v", err)
+	}
+	rep := &proto.Frozen{Mode: s.Config.Quiesce.Mode}
+	t0 := time.Now()
+	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
+		return nil, coded(proto.CodeIO, "pre-sync of mirror: %v", err)
+	}
+	rep.PreSyncMS = ms(time.Since(t0))
+
+	q, err := s.quiescer()
+	if err != nil {
+		return nil, coded(proto.CodeFreeze, "%v", err)
+	}
+	stats, phases, window, err := Freeze(ctx, q, s.Config, func(ctx context.Context) (mirror.Stats, error) {
+		return m.Sync(ctx, s.Config.DataPaths)
+	})
+	rep.Phases = phases
+	rep.FreezeMS = ms(window)
+	rep.FilesCopied = stats.Copied
+	rep.BytesCopied = stats.BytesCopied
+	if err != nil {
+		return nil, err
+	}
+	s.logf("freeze %s: %.1f ms (%d files, %d bytes copied while frozen)", q.Describe(), rep.FreezeMS, stats.Copied, stats.BytesCopied)
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+type outFrame struct {
+	t     proto.Type
+	parts [][]byte
+	flush bool
+}
+
+// writer owns the output stream; it flushes whenever nothing else is
+// queued, so small frames are batched and large ones go out at once.
+func (s *session) writer(out <-chan outFrame) error {
+	var err error
+	for f := range out {
+		if err != nil {
+			continue // drain so senders never block
+		}
+		err = s.conn.W.Write(f.t, f.parts...)
+		if err == nil && (len(out) == 0 || f.flush) {
+			err = s.conn.W.Flush()
+		}
+	}
+	if err == nil {
+		err = s.conn.W.Flush()
+	}
+	return err
+}
+
+func (s *session) sendVia(out chan<- outFrame, t proto.Type, v any) error {
+	b, err := proto.Encode(v)
+	if err != nil {
+		return err
+	}
+	out <- outFrame{t: t, parts: [][]byte{b}, flush: true}
+	return nil
+}
+
+type visitor struct {
+	out chan<- outFrame
+	ctx context.Context
+}
+
+func (v visitor) Visit(n *proto.Node) error {
+	b, err := proto.Encode(n)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", n.Name, err)
+	}
+	select {
+	case v.out <- outFrame{t: proto.TNode, parts: [][]byte{b}}:
+		return nil
+	case <-v.ctx.Done():
+		return v.ctx.Err()
+	}
+}
+
+func (v visitor) Leave() error {
+	select {
+	case v.out <- outFrame{t: proto.TDirEnd}:
+		return nil
+	case <-v.ctx.Done():
+		return v.ctx.Err()
+	}
+}
+
+func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFrame) error {
+	if err := w.Walk(ctx, visitor{out: out, ctx: ctx}); err != nil {
+		return coded(proto.CodeIO, "manifest: %v", err)
+	}
+	if err := w.Cache.Save(); err != nil {
+		s.logf("warning: saving chunk cache: %v", err)
+	}
+	return s.sendVia(out, proto.TManifestEnd, &w.Stats)
+}
+
+// wantQueue is an unbounded FIFO of wanted IDs: the frame reader must
+// never block on it, or the puller and agent could wait on each other.
+type wantQueue struct {
+	mu     sync.Mutex
+	ids    []proto.ID
+	closed bool
+	signal chan struct{}
+}
+
+func newWantQueue() *wantQueue { return &wantQueue{signal: make(chan struct{}, 1)} }
+
+func (q *wantQueue) push(ids []proto.ID) {
+	q.mu.Lock()
+	q.ids = append(q.ids, ids...)
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *wantQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *wantQueue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns queued IDs; ok is false once the queue is closed and empty.
+func (q *wantQueue) pop(ctx context.Context) (ids []proto.ID, ok bool, err error) {
+	for {
+		q.mu.Lock()
+		if len(q.ids) > 0 {
+			ids, q.ids = q.ids, nil
+			q.mu.Unlock()
+			return ids, true, nil
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false, nil
+		}
+		select {
+		case <-q.signal:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *manifest.Cache, q *wantQueue, out chan<- outFrame, walkDone <-chan struct{}, bye *proto.Bye) error {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for {
+		ids, ok, err := q.pop(ctx)
+		if err != nil || !ok {
+			return err
+		}
+		for _, id := range ids {
+			loc, found := w.Lookup(id)
+			if !found {
+				return coded(proto.CodeProtocol, "puller asked for chunk %s, which is not in the manifest", id.Short())
+			}
+			f := files[loc.Path]
+			if f == nil {
+				if len(files) > 64 {
+					for p, f := range files {
+						f.Close()
+						delete(files, p)
+					}
+				}
+				f, err = os.Open(loc.Path)
+				if err != nil {
+					return coded(proto.CodeIO, "open mirror file: %v", err)
+				}
+				files[loc.Path] = f
+			}
+			plain := make([]byte, loc.Length)
+			if _, err := f.ReadAt(plain, loc.Offset); err != nil {
+				return coded(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
+			}
+			if loc.Cached && proto.Hash(plain) != id {
+				rel, _ := filepath.Rel(s.Config.MirrorDir(), loc.Path)
+				cache.Forget("/" + rel)
+				_ = cache.Save()
+				return coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())
+			}
+			hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+			if len(body) >= len(plain) {
+				hdrEnc, body = proto.EncRaw, plain
+			}
+			select {
+			case out <- outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			bye.ChunksSent++
+			bye.RawBytes += int64(len(plain))
+		}
+	}
+}

@@ -1,0 +1,448 @@
+package proto
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Version is the highest protocol version this build speaks; MinVersion the
+// lowest. The puller offers a range in Hello, the agent picks the highest
+// common version in HelloReply.
+const (
+	Version    = 1
+	MinVersion = 1
+)
+
+// ID is a chunk's SHA-256, which is also its restic blob ID.
+type ID [32]byte
+
+// Hash returns the ID of data.
+func Hash(data []byte) ID { return sha256.Sum256(data) }
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Short returns the first 8 hex digits, as restic prints IDs.
+func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// MarshalText encodes the ID as 64 hex digits.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText decodes 64 hex digits.
+func (id *ID) UnmarshalText(b []byte) error {
+	if len(b) != 64 {
+		return fmt.Errorf("chunk ID %q: want 64 hex digits", b)
+	}
+	_, err := hex.Decode(id[:], b)
+	return err
+}
+
+// Hello opens a session (puller → agent).
+type Hello struct {
+	Versions []int `json:"versions"`
+	// ChunkerPolynomial is the repository's chunker polynomial, hex.
+	ChunkerPolynomial string `json:"chunker_polynomial"`
+	Client            string `json:"client"`
+	// Features the puller supports beyond the base protocol.
+	Features []string `json:"features,omitempty"`
+}
+
+// HelloReply answers Hello (agent → puller).
+type HelloReply struct {
+	Version        int      `json:"version"`
+	Agent          string   `json:"agent"`
+	Host           string   `json:"host"`
+	Verb           string   `json:"verb"`
+	DataPaths      []string `json:"data_paths"`
+	RestoreAllowed bool     `json:"restore_allowed"`
+	Ready          bool     `json:"ready"`
+	Features       []string `json:"features,omitempty"`
+}
+
+// Freeze asks the agent to quiesce, sync its mirror and resume.
+type Freeze struct {
+	Tags []string `json:"tags,omitempty"`
+}
+
+// Phase is one timed step of a freeze or restore.
+type Phase struct {
+	Name string  `json:"name"`
+	MS   float64 `json:"ms"`
+}
+
+// Frozen reports a completed freeze (agent → puller).
+type Frozen struct {
+	Mode string `json:"mode"`
+	// FreezeMS is the window from the first quiesce call to the last resume
+	// returning: the downtime.
+	FreezeMS    float64  `json:"freeze_ms"`
+	Phases      []Phase  `json:"phases"`
+	PreSyncMS   float64  `json:"presync_ms"`
+	FilesCopied int64    `json:"files_copied"`
+	BytesCopied int64    `json:"bytes_copied"`
+	Warnings    []string `json:"warnings,omitempty"`
+}
+
+// Walk asks for the manifest of the mirror (puller → agent).
+type Walk struct{}
+
+// ChunkRef is one chunk of a file's content, in order.
+type ChunkRef struct {
+	ID     ID     `json:"id"`
+	Length uint32 `json:"len"`
+}
+
+// Node types, as restic names them.
+const (
+	NodeFile    = "file"
+	NodeDir     = "dir"
+	NodeSymlink = "symlink"
+	NodeDev     = "dev"
+	NodeCharDev = "chardev"
+	NodeFifo    = "fifo"
+	NodeSocket  = "socket"
+)
+
+// Node is one file system object. Names and link targets are bytes: file
+// names need not be UTF-8. A dir node opens a directory that a TDirEnd
+// closes; its children come in between, sorted by name.
+type Node struct {
+	Name       []byte     `json:"name"`
+	Type       string     `json:"type"`
+	Mode       uint32     `json:"mode"` // Go os.FileMode bits
+	UID        uint32     `json:"uid"`
+	GID        uint32     `json:"gid"`
+	User       string     `json:"user,omitempty"`
+	Group      string     `json:"group,omitempty"`
+	MTime      int64      `json:"mtime"` // Unix nanoseconds
+	ATime      int64      `json:"atime"`
+	CTime      int64      `json:"ctime"`
+	Size       uint64     `json:"size,omitempty"`
+	Inode      uint64     `json:"inode,omitempty"`
+	DeviceID   uint64     `json:"device_id,omitempty"`
+	Links      uint64     `json:"links,omitempty"`
+	Device     uint64     `json:"device,omitempty"` // st_rdev of device nodes
+	LinkTarget []byte     `json:"link_target,omitempty"`
+	Chunks     []ChunkRef `json:"chunks,omitempty"`
+}
+
+// FileMode returns the node's mode as os.FileMode.
+func (n *Node) FileMode() os.FileMode { return os.FileMode(n.Mode) }
+
+// Validate checks what the receiver relies on: a safe single-component
+// name, a known type, and for files chunk lengths that add up to the size.
+func (n *Node) Validate() error {
+	if err := ValidName(n.Name); err != nil {
+		return err
+	}
+	switch n.Type {
+	case NodeFile:
+		var sum uint64
+		for _, c := range n.Chunks {
+			if c.Length == 0 || c.Length > MaxChunk {
+				return fmt.Errorf("file %q: chunk %s has length %d", n.Name, c.ID.Short(), c.Length)
+			}
+			sum += uint64(c.Length)
+		}
+		if sum != n.Size {
+			return fmt.Errorf("file %q: chunks add up to %d bytes, size is %d", n.Name, sum, n.Size)
+		}
+	case NodeSymlink:
+		if len(n.LinkTarget) == 0 || bytes.IndexByte(n.LinkTarget, 0) >= 0 {
+			return fmt.Errorf("symlink %q: empty target or target with NUL", n.Name)
+		}
+	case NodeDir, NodeDev, NodeCharDev, NodeFifo, NodeSocket:
+	default:
+		return fmt.Errorf("node %q: unknown type %q", n.Name, n.Type)
+	}
+	if n.Type != NodeFile && len(n.Chunks) > 0 {
+		return fmt.Errorf("%s %q carries chunks", n.Type, n.Name)
+	}
+	return nil
+}
+
+// ValidName accepts one path component: not empty, not "." or "..", no "/"
+// and no NUL, at most 255 bytes.
+func ValidName(name []byte) error {
+	switch {
+	case len(name) == 0:
+		return fmt.Errorf("empty file name")
+	case len(name) > 255:
+		return fmt.Errorf("file name of %d bytes exceeds 255", len(name))
+	case string(name) == "." || string(name) == "..":
+		return fmt.Errorf("file name %q is not allowed", name)
+	case bytes.IndexByte(name, '/') >= 0:
+		return fmt.Errorf("file name %q contains '/'", name)
+	case bytes.IndexByte(name, 0) >= 0:
+		return fmt.Errorf("file name %q contains NUL", name)
+	}
+	return nil
+}
+
+// Time converts Unix nanoseconds to time.Time.
+func Time(ns int64) time.Time { return time.Unix(0, ns) }
+
+// ManifestEnd closes the manifest (agent → puller).
+type ManifestEnd struct {
+	Files int64 `json:"files"`
+	Dirs  int64 `json:"dirs"`
+	Bytes int64 `json:"bytes"`
+	// FilesRead and BytesRead count what the agent had to read and chunk
+	// because its chunk cache did not know the file.
+	FilesRead int64 `json:"files_read"`
+	BytesRead int64 `json:"bytes_read"`
+	Chunks    int64 `json:"chunks"`
+}
+
+// Done ends a backup session (puller → agent).
+type Done struct{}
+
+// Bye is the agent's last message.
+type Bye struct {
+	ChunksSent int64 `json:"chunks_sent"`
+	BytesSent  int64 `json:"bytes_sent"` // frame bytes written by the agent
+	RawBytes   int64 `json:"raw_bytes"`  // chunk bytes before compression
+}
+
+// Error codes.
+const (
+	CodeProtocol  = "protocol"  // malformed or unexpected frame
+	CodeVersion   = "version"   // no common protocol version
+	CodeRefused   = "refused"   // not allowed by the agent's configuration
+	CodeFreeze    = "freeze"    // quiesce, sync or resume failed
+	CodeIO        = "io"        // reading or writing data failed
+	CodeNoSpace   = "no-space"  // disk full
+	CodeVerify    = "verify"    // data did not match its ID
+	CodeBusy      = "busy"      // another session holds the agent's lock
+	CodeInternal  = "internal"  // anything else
+	CodeCancelled = "cancelled" // the peer went away or a signal arrived
+)
+
+// Error is a fatal error report; the sender closes after it.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message + " [" + e.Code + "]" }
+
+// RestoreBegin starts a restore (puller → agent).
+type RestoreBegin struct {
+	Snapshot  string   `json:"snapshot"`
+	Host      string   `json:"host"`
+	Paths     []string `json:"paths"`
+	DryRun    bool     `json:"dry_run,omitempty"`
+	Resume    bool     `json:"resume_targets"`
+	TotalSize uint64   `json:"total_size"`
+}
+
+// RestoreResult reports the outcome of a restore (agent → puller).
+type RestoreResult struct {
+	Files     int64    `json:"files"`
+	Dirs      int64    `json:"dirs"`
+	Bytes     int64    `json:"bytes"`
+	FreezeMS  float64  `json:"freeze_ms"`
+	Phases    []Phase  `json:"phases"`
+	Kept      []string `json:"kept,omitempty"` // previous data kept as *.prev-<time>
+	Marker    string   `json:"marker,omitempty"`
+	DryRun    bool     `json:"dry_run,omitempty"`
+	ChunksGot int64    `json:"chunks_received"`
+}
+
+// Mark asks the agent to write its ready marker without a restore.
+type Mark struct{}
+
+// Encode marshals a control message.
+func Encode(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxControl {
+		return nil, fmt.Errorf("protocol: control message of %d bytes exceeds limit %d", len(b), MaxControl)
+	}
+	return b, nil
+}
+
+// Decode unmarshals a control message of type t into v.
+func Decode(t Type, payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return frameErr("%s: %v", t, err)
+	}
+	return nil
+}
+
+// EncodeWant encodes chunk IDs for TWant or TRestoreWant.
+func EncodeWant(ids []ID) []byte {
+	b := make([]byte, 0, len(ids)*32)
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	return b
+}
+
+// DecodeWant decodes a TWant or TRestoreWant payload.
+func DecodeWant(payload []byte) ([]ID, error) {
+	if len(payload)%32 != 0 {
+		return nil, frameErr("want: %d bytes is not a multiple of 32", len(payload))
+	}
+	if len(payload)/32 > MaxWantIDs {
+		return nil, frameErr("want: %d IDs exceed limit %d", len(payload)/32, MaxWantIDs)
+	}
+	ids := make([]ID, len(payload)/32)
+	for i := range ids {
+		copy(ids[i][:], payload[i*32:])
+	}
+	return ids, nil
+}
+
+// Chunk encodings.
+const (
+	EncRaw  byte = 0
+	EncZstd byte = 1
+)
+
+// ChunkHeaderSize is the size of a chunk frame's header: ID, encoding and
+// plain length.
+const ChunkHeaderSize = 32 + 1 + 4
+
+// Chunk is a decoded TChunk frame. Data aliases the frame buffer.
+type Chunk struct {
+	ID       ID
+	Encoding byte
+	Length   uint32 // plain length
+	Data     []byte
+}
+
+// ChunkHeader encodes a chunk frame header.
+func ChunkHeader(id ID, enc byte, plainLen int) []byte {
+	h := make([]byte, ChunkHeaderSize)
+	copy(h, id[:])
+	h[32] = enc
+	binary.BigEndian.PutUint32(h[33:], uint32(plainLen))
+	return h
+}
+
+// DecodeChunk parses a TChunk payload without decompressing it.
+func DecodeChunk(payload []byte) (Chunk, error) {
+	if len(payload) < ChunkHeaderSize {
+		return Chunk{}, frameErr("chunk: %d bytes is shorter than its header", len(payload))
+	}
+	var c Chunk
+	copy(c.ID[:], payload)
+	c.Encoding = payload[32]
+	c.Length = binary.BigEndian.Uint32(payload[33:])
+	c.Data = payload[ChunkHeaderSize:]
+	if c.Length == 0 || c.Length > MaxChunk {
+		return Chunk{}, frameErr("chunk %s: plain length %d out of range", c.ID.Short(), c.Length)
+	}
+	switch c.Encoding {
+	case EncRaw:
+		if len(c.Data) != int(c.Length) {
+			return Chunk{}, frameErr("chunk %s: %d raw bytes, header says %d", c.ID.Short(), len(c.Data), c.Length)
+		}
+	case EncZstd:
+	default:
+		return Chunk{}, frameErr("chunk %s: unknown encoding %d", c.ID.Short(), c.Encoding)
+	}
+	return c, nil
+}
+
+// Decompressor turns chunk frames back into plain bytes.
+type Decompressor interface {
+	// DecodeAll appends the decompressed src to dst, never growing dst
+	// beyond cap(dst).
+	DecodeAll(src, dst []byte) ([]byte, error)
+}
+
+// ErrChunkMismatch means a chunk's bytes do not hash to its announced ID.
+var ErrChunkMismatch = fmt.Errorf("chunk data does not match its ID")
+
+// Plain decompresses the chunk into buf (reused when large enough) and
+// verifies its length and SHA-256 against the header. On any mismatch it
+// returns an error wrapping ErrChunkMismatch or ErrFrame.
+func (c Chunk) Plain(dec Decompressor, buf []byte) ([]byte, error) {
+	var out []byte
+	switch c.Encoding {
+	case EncRaw:
+		out = c.Data
+	case EncZstd:
+		if cap(buf) < int(c.Length) {
+			buf = make([]byte, 0, c.Length)
+		}
+		var err error
+		out, err = dec.DecodeAll(c.Data, buf[:0:c.Length])
+		if err != nil {
+			return nil, frameErr("chunk %s: decompress: %v", c.ID.Short(), err)
+		}
+	}
+	if len(out) != int(c.Length) {
+		return nil, frameErr("chunk %s: %d plain bytes, header says %d", c.ID.Short(), len(out), c.Length)
+	}
+	if Hash(out) != c.ID {
+		return nil, fmt.Errorf("chunk %s: %w (got %s)", c.ID.Short(), ErrChunkMismatch, Hash(out).Short())
+	}
+	return out, nil
+}
+
+// Conn is one side of a session: a frame reader and writer.
+type Conn struct {
+	R *Reader
+	W *Writer
+}
+
+// NewConn returns a Conn reading r and writing w.
+func NewConn(r io.Reader, w io.Writer) *Conn { return &Conn{R: NewReader(r), W: NewWriter(w)} }
+
+// Send encodes and sends one control message, flushing.
+func (c *Conn) Send(t Type, v any) error {
+	b, err := Encode(v)
+	if err != nil {
+		return err
+	}
+	if err := c.W.Write(t, b); err != nil {
+		return err
+	}
+	return c.W.Flush()
+}
+
+// SendError sends an error report; failures to send are ignored, since the
+// session is ending anyway.
+func (c *Conn) SendError(code, format string, args ...any) {
+	_ = c.Send(TError, &Error{Code: code, Message: fmt.Sprintf(format, args...)})
+}
+
+// Expect reads the next frame and decodes it into v, which must be of type
+// want. A TError frame is returned as *Error; any other type is a protocol
+// error.
+func (c *Conn) Expect(want Type, v any) error {
+	t, payload, err := c.R.Read()
+	if err != nil {
+		return err
+	}
+	return DecodeAs(t, payload, want, v)
+}
+
+// DecodeAs decodes a frame already read, checking its type.
+func DecodeAs(t Type, payload []byte, want Type, v any) error {
+	if t == TError {
+		var e Error
+		if err := Decode(t, payload, &e); err != nil {
+			return err
+		}
+		return &e
+	}
+	if t != want {
+		return frameErr("expected %s, got %s", want, t)
+	}
+	if v == nil {
+		return nil
+	}
+	return Decode(t, payload, v)
+}

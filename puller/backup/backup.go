@@ -1,0 +1,496 @@
+// Package backup pulls one consistent snapshot from an agent into the
+// repository: hello, freeze, manifest, want/have, chunks, trees, snapshot.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/haulproject/haul/proto"
+	"github.com/haulproject/haul/puller/internal/restic/data"
+	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/transport"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Version is the puller's version, set at build time.
+var Version = "0.1.0-dev"
+
+// Options configures one pull.
+type Options struct {
+	Host     string // the host's name: the snapshot's hostname
+	Tags     []string
+	CacheDir string // haul's per-repository state
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Result summarises a pull.
+type Result struct {
+	Host         string             `json:"host"`
+	SnapshotID   string             `json:"snapshot_id,omitempty"`
+	Paths        []string           `json:"paths"`
+	Files        int64              `json:"files"`
+	Dirs         int64              `json:"dirs"`
+	Bytes        int64              `json:"bytes"`
+	ChunksWanted int64              `json:"chunks_wanted"`
+	ChunkBytes   int64              `json:"chunk_bytes"`
+	BlobsNew     int64              `json:"blobs_new"`
+	BytesAdded   int64              `json:"bytes_added_packed"`
+	Wire         transport.Stats    `json:"wire"`
+	FreezeMS     float64            `json:"freeze_ms"`
+	Frozen       proto.Frozen       `json:"freeze"`
+	Manifest     proto.ManifestEnd  `json:"manifest"`
+	Agent        string             `json:"agent"`
+	DurationMS   float64            `json:"duration_ms"`
+	Started      time.Time          `json:"started"`
+	Record       *repo.Record       `json:"-"`
+	Phases       map[string]float64 `json:"phases_ms"`
+	Warnings     []string           `json:"warnings,omitempty"`
+	Snapshot     *data.Snapshot     `json:"-"`
+}
+
+// Run pulls one snapshot of a host. It writes the snapshot only after every
+// blob is stored; an interrupted run leaves no snapshot, but the chunks it
+// did receive are stored and not asked for again.
+func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Options) (res *Result, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	start := time.Now()
+	res = &Result{Host: opts.Host, Started: start, Phases: map[string]float64{}}
+	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
+
+	// Which chunks this host has already given us: only these are not
+	// asked for again (storage still dedups across hosts on save).
+	t := time.Now()
+	known, err := r.HostBlobs(ctx, opts.Host)
+	if err != nil {
+		return res, err
+	}
+	recv, err := openReceivedLog(filepath.Join(opts.CacheDir, r.Config().ID), opts.Host)
+	if err != nil {
+		return res, fmt.Errorf("open received-chunks log: %w", err)
+	}
+	phase("known", t)
+
+	t = time.Now()
+	w, err := conn.Connect(ctx, "backup")
+	if err != nil {
+		_ = recv.close(false)
+		return res, err
+	}
+	phase("connect", t)
+
+	s := &session{
+		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
+		conn:      proto.NewConn(w, w),
+		requested: map[proto.ID]bool{},
+	}
+	var sessErr error
+	upErr := r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
+		s.up = up
+		sessErr = s.run(ctx)
+		if sessErr != nil && ctx.Err() != nil {
+			return sessErr
+		}
+		// Returning nil flushes packs and index, so the chunks received
+		// before a failure are kept for the next run.
+		return s.waitSaves()
+	})
+	res.Wire = w.Stats()
+	closeErr := w.Close()
+	if sessErr == nil && upErr != nil {
+		sessErr = fmt.Errorf("store blobs: %w", upErr)
+	}
+	if sessErr != nil {
+		_ = recv.close(false)
+		if tail := w.Stderr(); tail != "" && !errors.Is(sessErr, context.Canceled) {
+			var pe *proto.Error
+			if !errors.As(sessErr, &pe) {
+				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, tail)
+			}
+		}
+		return res, fmt.Errorf("host %s: %w", opts.Host, sessErr)
+	}
+	if closeErr != nil {
+		logf("warning: agent exit: %v", closeErr)
+	}
+
+	t = time.Now()
+	sn, err := data.NewSnapshot(s.hello.DataPaths, opts.Tags, opts.Host, s.frozenAt)
+	if err != nil {
+		_ = recv.close(false)
+		return res, err
+	}
+	sn.Tree = &s.root
+	sn.ProgramVersion = "haul " + Version
+	sn.Summary = &data.SnapshotSummary{
+		BackupStart:         start,
+		BackupEnd:           time.Now(),
+		DataBlobs:           int(res.BlobsNew),
+		TreeBlobs:           int(s.treesNew),
+		DataAdded:           uint64(s.bytesNew.Load()),
+		DataAddedPacked:     uint64(res.BytesAdded),
+		TotalFilesProcessed: uint(res.Manifest.Files),
+		TotalBytesProcessed: uint64(res.Manifest.Bytes),
+		FilesNew:            uint(s.filesNew),
+		FilesUnmodified:     uint(res.Manifest.Files - s.filesNew),
+		DirsUnmodified:      uint(res.Manifest.Dirs),
+	}
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	rec := &repo.Record{
+		Version: Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
+		FreezeMS: res.Frozen.FreezeMS, PreSyncMS: res.Frozen.PreSyncMS,
+		WireBytesIn: res.Wire.BytesIn, WireBytesOut: res.Wire.BytesOut,
+		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes,
+		AgentFiles: res.Manifest.FilesRead, AgentBytes: res.Manifest.BytesRead,
+		DurationMS: res.DurationMS, FilesCopied: res.Frozen.FilesCopied, BytesCopied: res.Frozen.BytesCopied,
+	}
+	for _, p := range res.Frozen.Phases {
+		rec.FreezePhases = append(rec.FreezePhases, repo.PhaseRecord{Name: p.Name, MS: p.MS})
+	}
+	id, err := r.SaveSnapshot(ctx, sn, rec)
+	if err != nil {
+		_ = recv.close(false)
+		return res, fmt.Errorf("host %s: save snapshot: %w", opts.Host, err)
+	}
+	phase("snapshot", t)
+	res.SnapshotID = id.String()
+	res.Snapshot = sn
+	res.Record = rec
+	if err := recv.close(true); err != nil {
+		logf("warning: reset received-chunks log: %v", err)
+	}
+	return res, nil
+}
+
+type dirFrame struct {
+	node    *data.Node // nil for the root
+	builder *data.TreeJSONBuilder
+}
+
+type session struct {
+	repo  *repo.Repo
+	up    restic.BlobSaverWithAsync
+	conn  *proto.Conn
+	res   *Result
+	logf  func(string, ...any)
+	opts  Options
+	known restic.BlobSet
+	recv  *receivedLog
+
+	hello    proto.HelloReply
+	frozenAt time.Time
+	stack    []dirFrame
+	root     restic.ID
+
+	requested   map[proto.ID]bool // asked for and not yet received
+	outstanding int
+	pending     []proto.ID // wants not yet sent
+
+	saves    sync.WaitGroup // async blob saves in flight
+	saveMu   sync.Mutex
+	saveErr  error
+	blobsNew atomic.Int64
+	packed   atomic.Int64
+	bytesNew atomic.Int64
+	treesNew int64
+	filesNew int64
+}
+
+func (s *session) run(ctx context.Context) error {
+	hello := proto.Hello{
+		Versions:          []int{proto.Version},
+		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
+		Client:            "haul " + Version,
+	}
+	if err := s.conn.Send(proto.THello, &hello); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	if s.hello.Verb != "backup" {
+		return fmt.Errorf("agent answered verb %q to a backup request", s.hello.Verb)
+	}
+	if len(s.hello.DataPaths) == 0 {
+		return fmt.Errorf("agent reports no data paths")
+	}
+	s.res.Agent = s.hello.Agent
+	s.res.Paths = s.hello.DataPaths
+
+	t := time.Now()
+	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
+		return err
+	}
+	if err := s.conn.Expect(proto.TFrozen, &s.res.Frozen); err != nil {
+		return fmt.Errorf("freeze: %w", err)
+	}
+	s.frozenAt = time.Now()
+	s.res.FreezeMS = s.res.Frozen.FreezeMS
+	s.res.Phases["freeze"] = float64(time.Since(t).Microseconds()) / 1000
+	s.logf("%s: frozen for %.1f ms (%s), %d files copied", s.opts.Host, s.res.Frozen.FreezeMS, s.res.Frozen.Mode, s.res.Frozen.FilesCopied)
+
+	t = time.Now()
+	if err := s.conn.Send(proto.TWalk, &proto.Walk{}); err != nil {
+		return err
+	}
+	s.stack = []dirFrame{{builder: data.NewTreeJSONBuilder()}}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(proto.MaxChunk*2), zstd.WithDecodeAllCapLimit(true))
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	manifestDone := false
+	for !manifestDone || s.outstanding > 0 {
+		if err := s.drainSaves(false); err != nil {
+			return err
+		}
+		ft, payload, err := s.conn.R.Read()
+		if err != nil {
+			return fmt.Errorf("connection lost during transfer (%d chunks outstanding): %w", s.outstanding, err)
+		}
+		switch ft {
+		case proto.TNode:
+			var n proto.Node
+			if err := proto.Decode(ft, payload, &n); err != nil {
+				return err
+			}
+			if err := s.node(ctx, &n); err != nil {
+				return err
+			}
+		case proto.TDirEnd:
+			if err := s.dirEnd(ctx); err != nil {
+				return err
+			}
+		case proto.TManifestEnd:
+			if err := proto.Decode(ft, payload, &s.res.Manifest); err != nil {
+				return err
+			}
+			if len(s.stack) != 1 {
+				return fmt.Errorf("agent ended the manifest with %d directories open", len(s.stack)-1)
+			}
+			if err := s.flushWants(); err != nil {
+				return err
+			}
+			manifestDone = true
+		case proto.TChunk:
+			if err := s.chunk(ctx, dec, payload); err != nil {
+				return err
+			}
+		case proto.TError:
+			var e proto.Error
+			if err := proto.Decode(ft, payload, &e); err != nil {
+				return err
+			}
+			return fmt.Errorf("agent: %w", &e)
+		default:
+			return fmt.Errorf("%w: unexpected %s during manifest", proto.ErrFrame, ft)
+		}
+	}
+	s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
+
+	root := s.stack[0].builder
+	buf, err := root.Finalize()
+	if err != nil {
+		return err
+	}
+	id, known, _, err := s.up.SaveBlob(ctx, restic.TreeBlob, buf, restic.ID{}, false)
+	if err != nil {
+		return err
+	}
+	if !known {
+		s.treesNew++
+	}
+	s.root = id
+	s.res.Files, s.res.Dirs, s.res.Bytes = s.res.Manifest.Files, s.res.Manifest.Dirs, s.res.Manifest.Bytes
+
+	if err := s.conn.Send(proto.TDone, &proto.Done{}); err != nil {
+		return err
+	}
+	var bye proto.Bye
+	if err := s.conn.Expect(proto.TBye, &bye); err != nil {
+		return fmt.Errorf("bye: %w", err)
+	}
+	return nil
+}
+
+func (s *session) node(ctx context.Context, n *proto.Node) error {
+	if err := n.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", proto.ErrFrame, err)
+	}
+	dn := toResticNode(n)
+	if n.Type == proto.NodeDir {
+		s.stack = append(s.stack, dirFrame{node: dn, builder: data.NewTreeJSONBuilder()})
+		return nil
+	}
+	if n.Type == proto.NodeFile {
+		newFile := false
+		for _, c := range n.Chunks {
+			if s.want(c.ID) {
+				s.requested[c.ID] = true
+				s.outstanding++
+				s.pending = append(s.pending, c.ID)
+				newFile = true
+			}
+		}
+		if newFile {
+			s.filesNew++
+		}
+		// Send wants per file, so the agent starts sending while it walks.
+		if err := s.flushWants(); err != nil {
+			return err
+		}
+	}
+	return s.add(dn)
+}
+
+// want decides whether to ask for a chunk: unless the repository has it
+// and this host sent it before (in a snapshot or an interrupted run).
+func (s *session) want(id proto.ID) bool {
+	if s.requested[id] {
+		return false
+	}
+	rid := restic.ID(id)
+	if _, ok := s.repo.LookupBlobSize(restic.DataBlob, rid); ok {
+		if s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) || s.recv.ids[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) flushWants() error {
+	for len(s.pending) > 0 {
+		n := min(len(s.pending), proto.MaxWantIDs)
+		if err := s.conn.W.Write(proto.TWant, proto.EncodeWant(s.pending[:n])); err != nil {
+			return err
+		}
+		s.pending = s.pending[n:]
+		s.res.ChunksWanted += int64(n)
+	}
+	s.pending = nil
+	return s.conn.W.Flush()
+}
+
+func (s *session) add(n *data.Node) error {
+	top := s.stack[len(s.stack)-1]
+	if err := top.builder.AddNode(n); err != nil {
+		return fmt.Errorf("%w: agent sent names out of order or twice: %v", proto.ErrFrame, err)
+	}
+	return nil
+}
+
+func (s *session) dirEnd(ctx context.Context) error {
+	if len(s.stack) < 2 {
+		return fmt.Errorf("%w: dir-end without an open directory", proto.ErrFrame)
+	}
+	top := s.stack[len(s.stack)-1]
+	s.stack = s.stack[:len(s.stack)-1]
+	buf, err := top.builder.Finalize()
+	if err != nil {
+		return err
+	}
+	id, known, _, err := s.up.SaveBlob(ctx, restic.TreeBlob, buf, restic.ID{}, false)
+	if err != nil {
+		return fmt.Errorf("save tree: %w", err)
+	}
+	if !known {
+		s.treesNew++
+	}
+	top.node.Subtree = &id
+	return s.add(top.node)
+}
+
+func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) error {
+	c, err := proto.DecodeChunk(payload)
+	if err != nil {
+		return err
+	}
+	if !s.requested[c.ID] {
+		return fmt.Errorf("%w: agent sent chunk %s, which was not asked for", proto.ErrFrame, c.ID.Short())
+	}
+	plain, err := c.Plain(dec, nil)
+	if err != nil {
+		// Never stored: a chunk is saved only under the ID its bytes hash to.
+		return fmt.Errorf("rejected data from agent: %w", err)
+	}
+	if c.Encoding == proto.EncRaw {
+		plain = append([]byte(nil), plain...) // the frame buffer is reused
+	}
+	delete(s.requested, c.ID)
+	s.outstanding--
+	s.res.ChunkBytes += int64(len(plain))
+	s.saves.Add(1)
+	s.up.SaveBlobAsync(ctx, restic.DataBlob, plain, restic.ID(c.ID), false, func(_ restic.ID, known bool, size int, err error) {
+		defer s.saves.Done()
+		if err != nil {
+			s.saveMu.Lock()
+			if s.saveErr == nil {
+				s.saveErr = fmt.Errorf("store chunk %s: %w", c.ID.Short(), err)
+			}
+			s.saveMu.Unlock()
+			return
+		}
+		if !known {
+			s.blobsNew.Add(1)
+			s.packed.Add(int64(size))
+			s.bytesNew.Add(int64(len(plain)))
+		}
+	})
+	s.recv.add(c.ID)
+	return nil
+}
+
+// drainSaves reports the first failed blob save; with block it first waits
+// for all saves in flight.
+func (s *session) drainSaves(block bool) error {
+	if block {
+		s.saves.Wait()
+		s.res.BlobsNew = s.blobsNew.Load()
+		s.res.BytesAdded = s.packed.Load()
+	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	return s.saveErr
+}
+
+func (s *session) waitSaves() error { return s.drainSaves(true) }
+
+func toResticNode(n *proto.Node) *data.Node {
+	dn := &data.Node{
+		Name:       string(n.Name),
+		Type:       data.NodeType(n.Type),
+		Mode:       os.FileMode(n.Mode),
+		ModTime:    proto.Time(n.MTime),
+		AccessTime: proto.Time(n.ATime),
+		ChangeTime: proto.Time(n.CTime),
+		UID:        n.UID,
+		GID:        n.GID,
+		User:       n.User,
+		Group:      n.Group,
+		Inode:      n.Inode,
+		DeviceID:   n.DeviceID,
+		Links:      n.Links,
+		LinkTarget: string(n.LinkTarget),
+		Device:     n.Device,
+	}
+	if n.Type == proto.NodeFile {
+		dn.Size = n.Size
+		dn.Content = make(restic.IDs, len(n.Chunks))
+		for i, c := range n.Chunks {
+			dn.Content[i] = restic.ID(c.ID)
+		}
+	}
+	return dn
+}

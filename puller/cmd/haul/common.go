@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/transport"
+	"github.com/urfave/cli/v2"
+)
+
+// signalContext is cancelled by SIGINT or SIGTERM, so a run stops cleanly:
+// no snapshot is written, what was stored is kept.
+func signalContext(c *cli.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+}
+
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	cfg, err := config.Load(c.String("config"))
+	if err != nil {
+		return nil, configFailure(err)
+	}
+	return cfg, nil
+}
+
+func openRepo(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
+	pw, err := cfg.Password()
+	if err != nil {
+		return nil, configFailure(err)
+	}
+	r, err := repo.Open(ctx, cfg.Repository, pw)
+	if err != nil {
+		return nil, configFailure(err)
+	}
+	return r, nil
+}
+
+// connecter builds the transport for a host; restore sessions use the
+// restore key or restore command.
+func connecter(h *config.Host, restore bool) transport.Connecter {
+	if len(h.Command) > 0 {
+		argv := h.Command
+		if restore {
+			argv = h.RestoreCommand
+			if len(argv) == 0 {
+				argv = append(append([]string(nil), h.Command...), "--allow-restore")
+			}
+		}
+		return &transport.Exec{Argv: argv}
+	}
+	key := h.IdentityFile
+	if restore && h.RestoreIdentityFile != "" {
+		key = h.RestoreIdentityFile
+	}
+	return &transport.SSH{
+		Host: h.Name, Address: h.Address, User: h.User, IdentityFile: key,
+		KnownHosts: h.KnownHosts, Timeout: h.ConnectTimeout.Or(0),
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

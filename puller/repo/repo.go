@@ -1,0 +1,227 @@
+// Package repo opens haul's restic-format repository through restic's own
+// packages, and adds what haul keeps beside restic's format: a record of
+// the freeze window and bytes moved in each snapshot.
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/haulproject/haul/puller/internal/restic/backend"
+	"github.com/haulproject/haul/puller/internal/restic/backend/local"
+	"github.com/haulproject/haul/puller/internal/restic/backend/sema"
+	"github.com/haulproject/haul/puller/internal/restic/data"
+	"github.com/haulproject/haul/puller/internal/restic/repository"
+	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/restic/chunker"
+)
+
+// Repo is an open, decrypted repository.
+type Repo struct {
+	*repository.Repository
+	Path string
+}
+
+// ErrNoRepository means there is no repository at the path yet.
+var ErrNoRepository = errors.New("no repository")
+
+func backendConfig(path string) local.Config {
+	cfg := local.NewConfig()
+	cfg.Path = path
+	return cfg
+}
+
+// Open opens and decrypts the repository at path.
+func Open(ctx context.Context, path, password string) (*Repo, error) {
+	if _, err := os.Stat(filepath.Join(path, "config")); err != nil {
+		return nil, fmt.Errorf("%w at %s: run `haul init` first (%v)", ErrNoRepository, path, err)
+	}
+	be, err := local.Open(ctx, backendConfig(path), nil)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", path, err)
+	}
+	return open(ctx, sema.NewBackend(be), path, password, nil, false)
+}
+
+// Init creates a repository (format version 2, compressed) at path. A nil
+// polynomial picks a random one, as `restic init` does.
+func Init(ctx context.Context, path, password string, pol *chunker.Pol) (*Repo, error) {
+	be, err := local.Create(ctx, backendConfig(path), nil)
+	if err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", path, err)
+	}
+	return open(ctx, sema.NewBackend(be), path, password, pol, true)
+}
+
+func open(ctx context.Context, be backend.Backend, path, password string, pol *chunker.Pol, create bool) (*Repo, error) {
+	r, err := repository.New(be, repository.Options{Compression: repository.CompressionAuto})
+	if err != nil {
+		return nil, err
+	}
+	if create {
+		if err := r.Init(ctx, restic.MaxRepoVersion, password, pol); err != nil {
+			return nil, fmt.Errorf("init repository %s: %w", path, err)
+		}
+		return &Repo{Repository: r, Path: path}, nil
+	}
+	if err := r.SearchKey(ctx, password, 20, ""); err != nil {
+		if errors.Is(err, repository.ErrNoKeyFound) {
+			return nil, fmt.Errorf("repository %s: wrong password (no key matches password_file)", path)
+		}
+		return nil, fmt.Errorf("repository %s: %w", path, err)
+	}
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return nil, fmt.Errorf("repository %s: load index: %w", path, err)
+	}
+	return &Repo{Repository: r, Path: path}, nil
+}
+
+// Lock takes restic's lock on the repository: shared for backups, exclusive
+// for prune. A lock held by another live process is waited for up to wait;
+// a stale one (its process gone, or not refreshed) is removed as restic
+// does. The returned context is cancelled if the lock is lost.
+func (r *Repo) Lock(ctx context.Context, exclusive bool, wait time.Duration, logf func(string, ...any)) (func(), context.Context, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	u, lctx, err := repository.Lock(ctx, r.Repository, exclusive, wait, func(msg string) { logf("%s", msg) }, func(format string, args ...interface{}) {})
+	if err != nil {
+		return nil, ctx, fmt.Errorf("lock repository %s: %w", r.Path, err)
+	}
+	return u.Unlock, lctx, nil
+}
+
+// Record is what haul adds to a restic snapshot, under the key "haul".
+// restic ignores unknown keys, so the stock CLI reads these snapshots.
+type Record struct {
+	Version       string        `json:"version"`
+	Agent         string        `json:"agent,omitempty"`
+	Transport     string        `json:"transport,omitempty"`
+	Quiesce       string        `json:"quiesce_mode,omitempty"`
+	FreezeMS      float64       `json:"freeze_ms"`
+	FreezePhases  []PhaseRecord `json:"freeze_phases,omitempty"`
+	PreSyncMS     float64       `json:"presync_ms"`
+	WireBytesIn   int64         `json:"wire_bytes_in"`
+	WireBytesOut  int64         `json:"wire_bytes_out"`
+	ChunksWanted  int64         `json:"chunks_wanted"`
+	ChunkBytes    int64         `json:"chunk_bytes"`
+	AgentFiles    int64         `json:"agent_files_read"`
+	AgentBytes    int64         `json:"agent_bytes_read"`
+	DurationMS    float64       `json:"duration_ms"`
+	FilesCopied   int64         `json:"frozen_files_copied"`
+	BytesCopied   int64         `json:"frozen_bytes_copied"`
+	RestoreSource string        `json:"restore_source,omitempty"`
+}
+
+// PhaseRecord is one timed freeze phase.
+type PhaseRecord struct {
+	Name string  `json:"name"`
+	MS   float64 `json:"ms"`
+}
+
+// snapshotWithRecord is the JSON haul writes: restic's snapshot plus Record.
+type snapshotWithRecord struct {
+	*data.Snapshot
+	Haul *Record `json:"haul,omitempty"`
+}
+
+// SaveSnapshot writes sn with haul's record.
+func (r *Repo) SaveSnapshot(ctx context.Context, sn *data.Snapshot, rec *Record) (restic.ID, error) {
+	return restic.SaveJSONUnpacked(ctx, r.Repository, restic.WriteableSnapshotFile, snapshotWithRecord{Snapshot: sn, Haul: rec})
+}
+
+// Snapshot is a snapshot with its ID and haul's record (nil for snapshots
+// restic wrote).
+type Snapshot struct {
+	ID restic.ID
+	*data.Snapshot
+	Haul *Record
+}
+
+// Snapshots lists the snapshots, oldest first; host "" means all hosts.
+func (r *Repo) Snapshots(ctx context.Context, host string) ([]Snapshot, error) {
+	var out []Snapshot
+	err := r.List(ctx, restic.SnapshotFile, func(id restic.ID, _ int64) error {
+		buf, err := r.LoadUnpacked(ctx, restic.SnapshotFile, id)
+		if err != nil {
+			return fmt.Errorf("load snapshot %s: %w", id.Str(), err)
+		}
+		var s struct {
+			data.Snapshot
+			Haul *Record `json:"haul"`
+		}
+		if err := json.Unmarshal(buf, &s); err != nil {
+			return fmt.Errorf("decode snapshot %s: %w", id.Str(), err)
+		}
+		if host != "" && s.Hostname != host {
+			return nil
+		}
+		sn := s.Snapshot
+		out = append(out, Snapshot{ID: id, Snapshot: &sn, Haul: s.Haul})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, err
+}
+
+// Find returns the snapshot named by spec: "latest" (of host, or of all
+// hosts when host is ""), or an ID or unique ID prefix.
+func (r *Repo) Find(ctx context.Context, host, spec string) (*Snapshot, error) {
+	sns, err := r.Snapshots(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	if spec == "" || spec == "latest" {
+		if len(sns) == 0 {
+			if host != "" {
+				return nil, fmt.Errorf("no snapshot of host %q in %s", host, r.Path)
+			}
+			return nil, fmt.Errorf("no snapshot in %s", r.Path)
+		}
+		return &sns[len(sns)-1], nil
+	}
+	var found *Snapshot
+	for i := range sns {
+		if strings.HasPrefix(sns[i].ID.String(), spec) {
+			if found != nil {
+				return nil, fmt.Errorf("snapshot prefix %q is ambiguous", spec)
+			}
+			found = &sns[i]
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("no snapshot %q (of host %q) in %s", spec, host, r.Path)
+	}
+	return found, nil
+}
+
+// HostBlobs returns every blob referenced by the host's snapshots. The
+// want/have exchange asks a host only for chunks outside this set, so a VPS
+// learns nothing about what other hosts stored.
+func (r *Repo) HostBlobs(ctx context.Context, host string) (restic.BlobSet, error) {
+	sns, err := r.Snapshots(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var trees restic.IDs
+	for _, sn := range sns {
+		if sn.Tree != nil {
+			trees = append(trees, *sn.Tree)
+		}
+	}
+	set := restic.NewBlobSet()
+	if len(trees) == 0 {
+		return set, nil
+	}
+	if err := data.FindUsedBlobs(ctx, r.Repository, trees, set, nil); err != nil {
+		return nil, fmt.Errorf("list blobs of host %s's snapshots: %w", host, err)
+	}
+	return set, nil
+}
