@@ -1,0 +1,57 @@
+# Developer and CI entry points. `make test` is the test command the README
+# names; .ci/run calls it after installing the external tools the tests use.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+# Extra flags for the main `go test` run, e.g. GOTESTFLAGS='-p 2 -v'.
+GOTESTFLAGS ?=
+# How long each Fuzz target runs in `make fuzz` (part of `make test`).
+FUZZTIME ?= 20s
+
+.PHONY: all generate build restic test fuzz vet fmt
+
+all: build
+
+# puller/internal/restic is generated from the module cache (gitignored);
+# everything that compiles the puller needs it.
+generate:
+	$(GO) generate ./...
+
+build: generate
+	mkdir -p bin
+	$(GO) build -o bin/ ./...
+
+# The reference restic CLI, at the version go.mod's tool directive pins.
+restic: bin/restic
+
+bin/restic: go.mod go.sum
+	mkdir -p bin
+	$(GO) build -o bin/restic github.com/restic/restic/cmd/restic
+
+test: generate
+	$(GO) test -count=1 -timeout 45m $(GOTESTFLAGS) ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Runs every Fuzz target in the module for $(FUZZTIME), one at a time (go test
+# -fuzz takes one target in one package). Targets are discovered with
+# `go test -list`, so new ones are picked up without editing this file.
+fuzz:
+	@targets=$$($(GO) test -list '^Fuzz' ./... | \
+		awk '$$1 ~ /^Fuzz/ { n[++c] = $$1; next } $$1 == "ok" { for (i = 1; i <= c; i++) print $$2, n[i]; c = 0 }'); \
+	if [[ -z "$$targets" ]]; then echo "fuzz: no Fuzz targets"; exit 0; fi; \
+	while read -r pkg name; do \
+		echo "fuzz: $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done <<< "$$targets"
+
+vet: generate
+	$(GO) vet ./...
+
+# Fails listing the files gofmt would change (the generated restic copy is
+# not checked). Fix with: gofmt -w <files>
+fmt:
+	@files=$$(find . -path ./puller/internal/restic -prune -o -path ./.git -prune -o -path ./bin -prune \
+		-o -name '*.go' -print | xargs -r gofmt -l); \
+	if [[ -n "$$files" ]]; then echo "gofmt: these files need formatting (gofmt -w):"; echo "$$files"; exit 1; fi
