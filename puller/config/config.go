@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/haulproject/haul/puller/internal/restic/data"
 )
 
 // Config is haul's configuration file.
@@ -28,7 +29,11 @@ type Config struct {
 	// LockWait bounds how long to wait for another process's repository
 	// lock. Default 5m.
 	LockWait Duration `toml:"lock_wait"`
-	Hosts    []Host   `toml:"hosts"`
+	// Retention is the forget policy for hosts without their own.
+	Retention *Retention `toml:"retention"`
+	// Notify says whom to tell about each run.
+	Notify Notify `toml:"notify"`
+	Hosts  []Host `toml:"hosts"`
 
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
@@ -56,6 +61,117 @@ type Host struct {
 	MaxAge Duration `toml:"max_age"`
 	// ConnectTimeout bounds the SSH dial and handshake. Default 30s.
 	ConnectTimeout Duration `toml:"connect_timeout"`
+	// Retention replaces the global [retention] for this host's snapshots
+	// when set ([hosts.retention]); fields are not merged.
+	Retention *Retention `toml:"retention"`
+	// Notify adds this host's own ping URL ([hosts.notify]).
+	Notify HostNotify `toml:"notify"`
+}
+
+// Retention is a forget policy with restic's semantics (`restic forget
+// --keep-*`). A count of -1 means unlimited; 0 means unset.
+type Retention struct {
+	KeepLast    int `toml:"keep_last"`
+	KeepHourly  int `toml:"keep_hourly"`
+	KeepDaily   int `toml:"keep_daily"`
+	KeepWeekly  int `toml:"keep_weekly"`
+	KeepMonthly int `toml:"keep_monthly"`
+	KeepYearly  int `toml:"keep_yearly"`
+	// KeepWithin keeps every snapshot younger than this, counted back from
+	// the newest snapshot, in restic's duration format: "1y2m7d12h"
+	// (y years, m MONTHS, d days, h hours).
+	KeepWithin string `toml:"keep_within"`
+}
+
+// Empty reports whether the policy keeps nothing (restic refuses it).
+func (r *Retention) Empty() bool {
+	return r == nil || *r == Retention{}
+}
+
+func (r *Retention) validate() error {
+	if r == nil {
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"keep_last", r.KeepLast}, {"keep_hourly", r.KeepHourly}, {"keep_daily", r.KeepDaily},
+		{"keep_weekly", r.KeepWeekly}, {"keep_monthly", r.KeepMonthly}, {"keep_yearly", r.KeepYearly}} {
+		if f.n < -1 {
+			return fmt.Errorf("%s = %d: use a count, or -1 for unlimited", f.name, f.n)
+		}
+	}
+	if r.KeepWithin != "" {
+		if _, err := data.ParseDuration(r.KeepWithin); err != nil {
+			return fmt.Errorf("keep_within = %q: %v (restic's format, e.g. \"14d\" or \"1y6m\"; m means months)", r.KeepWithin, err)
+		}
+	}
+	if r.Empty() {
+		return fmt.Errorf("the table is present but sets no keep_* value; remove it or set a policy")
+	}
+	return nil
+}
+
+// Notify configures run-wide notifications.
+type Notify struct {
+	// PingURL is a healthchecks.io-style check: haul requests <url>/start
+	// when a run begins, <url> when every host succeeded and <url>/fail
+	// (with the log tail as the body) otherwise. It holds a secret token:
+	// haul never prints it. PingURLFile reads it from a file instead.
+	PingURL     string `toml:"ping_url"`
+	PingURLFile string `toml:"ping_url_file"`
+	// PingTimeout bounds each ping request. Default 10s.
+	PingTimeout Duration `toml:"ping_timeout"`
+	// PrometheusTextfile is written after each backup run (atomically) for
+	// node_exporter's textfile collector: per-host last success time,
+	// duration, bytes and freeze window. Its name must end in ".prom".
+	PrometheusTextfile string `toml:"prometheus_textfile"`
+}
+
+// HostNotify is a host's own check, pinged around that host's pull.
+type HostNotify struct {
+	PingURL     string `toml:"ping_url"`
+	PingURLFile string `toml:"ping_url_file"`
+}
+
+// ReadPingURL returns the ping URL from the config or its file ("" if
+// neither is set).
+func ReadPingURL(url, file string) (string, error) {
+	if file == "" {
+		return url, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read ping_url_file: %w", err)
+	}
+	u := strings.TrimSpace(string(b))
+	if u == "" {
+		return "", fmt.Errorf("ping_url_file %s is empty", file)
+	}
+	return u, nil
+}
+
+// checkPing validates a ping URL without echoing it: it may hold a token.
+func checkPing(url, file string) error {
+	if url != "" && file != "" {
+		return fmt.Errorf("set ping_url or ping_url_file, not both")
+	}
+	if url != "" && !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+		return fmt.Errorf("ping_url must start with https:// (or http://)")
+	}
+	return nil
+}
+
+// RetentionFor returns the policy for a host's snapshots: its own, else
+// the global one (nil when neither is set). Hosts not in the config get
+// the global policy.
+func (c *Config) RetentionFor(host string) *Retention {
+	for i := range c.Hosts {
+		if c.Hosts[i].Name == host && c.Hosts[i].Retention != nil {
+			return c.Hosts[i].Retention
+		}
+	}
+	return c.Retention
 }
 
 // Duration is a TOML string such as "26h" or "90m".
@@ -136,6 +252,17 @@ func (c *Config) validate(base string) error {
 	if c.Parallel <= 0 {
 		c.Parallel = 2
 	}
+	if err := c.Retention.validate(); err != nil {
+		return fmt.Errorf("[retention]: %w", err)
+	}
+	if err := checkPing(c.Notify.PingURL, c.Notify.PingURLFile); err != nil {
+		return fmt.Errorf("[notify]: %w", err)
+	}
+	c.Notify.PingURLFile = abs(base, c.Notify.PingURLFile)
+	c.Notify.PrometheusTextfile = abs(base, c.Notify.PrometheusTextfile)
+	if p := c.Notify.PrometheusTextfile; p != "" && !strings.HasSuffix(p, ".prom") {
+		return fmt.Errorf("[notify]: prometheus_textfile %s must end in .prom (node_exporter reads only *.prom)", p)
+	}
 	seen := map[string]bool{}
 	for i := range c.Hosts {
 		h := &c.Hosts[i]
@@ -146,6 +273,13 @@ func (c *Config) validate(base string) error {
 			return fmt.Errorf("host %q is listed twice", h.Name)
 		}
 		seen[h.Name] = true
+		if err := h.Retention.validate(); err != nil {
+			return fmt.Errorf("host %q: [hosts.retention]: %w", h.Name, err)
+		}
+		if err := checkPing(h.Notify.PingURL, h.Notify.PingURLFile); err != nil {
+			return fmt.Errorf("host %q: [hosts.notify]: %w", h.Name, err)
+		}
+		h.Notify.PingURLFile = abs(base, h.Notify.PingURLFile)
 		h.IdentityFile = abs(base, h.IdentityFile)
 		h.RestoreIdentityFile = abs(base, h.RestoreIdentityFile)
 		h.KnownHosts = abs(base, h.KnownHosts)

@@ -20,6 +20,7 @@ import (
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/repository"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/haulproject/haul/puller/locks"
 	"github.com/restic/chunker"
 )
 
@@ -91,9 +92,28 @@ func (r *Repo) Lock(ctx context.Context, exclusive bool, wait time.Duration, log
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	u, lctx, err := repository.Lock(ctx, r.Repository, exclusive, wait, func(msg string) { logf("%s", msg) }, func(format string, args ...interface{}) {})
+	// restic never clears stale locks itself; a killed run must not block
+	// the next one (see package locks).
+	removed, err := locks.RemoveStale(ctx, r.Repository, r.Path)
+	for _, rm := range removed {
+		logf("%s", rm)
+	}
 	if err != nil {
+		return nil, ctx, err
+	}
+	u, lctx, err := repository.Lock(ctx, r.Repository, exclusive, wait, func(msg string) { logf("%s", strings.TrimSpace(msg)) }, func(format string, args ...interface{}) {})
+	if err != nil {
+		if restic.IsAlreadyLocked(err) {
+			return nil, ctx, fmt.Errorf("lock repository %s: %w\n(another haul or restic process is using the repository; haul waited %s (lock_wait). "+
+				"Run again when it is done; if that process died on another machine, remove its lock with `restic unlock`)", r.Path, err, wait)
+		}
 		return nil, ctx, fmt.Errorf("lock repository %s: %w", r.Path, err)
+	}
+	// Reload the index under the lock: a prune that ran between Open and
+	// Lock may have removed packs the loaded index still lists.
+	if err := r.LoadIndex(lctx, nil); err != nil {
+		u.Unlock()
+		return nil, ctx, fmt.Errorf("repository %s: reload index: %w", r.Path, err)
 	}
 	return u.Unlock, lctx, nil
 }
