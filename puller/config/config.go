@@ -214,7 +214,13 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: unknown keys %s (check their spelling)", path, strings.Join(keys, ", "))
 	}
 	c.Path = path
-	if err := c.validate(filepath.Dir(path)); err != nil {
+	// Relative paths in the file are relative to the file, and stay valid
+	// when a cron job or unit runs haul from another directory.
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.validate(base); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil

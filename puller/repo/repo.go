@@ -28,6 +28,8 @@ import (
 type Repo struct {
 	*repository.Repository
 	Path string
+	// noIndex: opened by OpenNoIndex; Lock leaves the index to the checker.
+	noIndex bool
 }
 
 // ErrNoRepository means there is no repository at the path yet.
@@ -41,6 +43,16 @@ func backendConfig(path string) local.Config {
 
 // Open opens and decrypts the repository at path.
 func Open(ctx context.Context, path, password string) (*Repo, error) {
+	return openExisting(ctx, path, password, true)
+}
+
+// OpenNoIndex opens the repository without loading its index: for the
+// checker, which loads and verifies the index itself.
+func OpenNoIndex(ctx context.Context, path, password string) (*Repo, error) {
+	return openExisting(ctx, path, password, false)
+}
+
+func openExisting(ctx context.Context, path, password string, loadIndex bool) (*Repo, error) {
 	if _, err := os.Stat(filepath.Join(path, "config")); err != nil {
 		return nil, fmt.Errorf("%w at %s: run `haul init` first (%v)", ErrNoRepository, path, err)
 	}
@@ -48,7 +60,18 @@ func Open(ctx context.Context, path, password string) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	return open(ctx, sema.NewBackend(be), path, password, nil, false)
+	r, err := open(ctx, sema.NewBackend(be), path, password, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	if !loadIndex {
+		r.noIndex = true
+		return r, nil
+	}
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return nil, fmt.Errorf("repository %s: load index: %w", path, err)
+	}
+	return r, nil
 }
 
 // Init creates a repository (format version 2, compressed) at path. A nil
@@ -77,9 +100,6 @@ func open(ctx context.Context, be backend.Backend, path, password string, pol *c
 			return nil, fmt.Errorf("repository %s: wrong password (no key matches password_file)", path)
 		}
 		return nil, fmt.Errorf("repository %s: %w", path, err)
-	}
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		return nil, fmt.Errorf("repository %s: load index: %w", path, err)
 	}
 	return &Repo{Repository: r, Path: path}, nil
 }
@@ -111,6 +131,9 @@ func (r *Repo) Lock(ctx context.Context, exclusive bool, wait time.Duration, log
 	}
 	// Reload the index under the lock: a prune that ran between Open and
 	// Lock may have removed packs the loaded index still lists.
+	if r.noIndex {
+		return u.Unlock, lctx, nil
+	}
 	if err := r.LoadIndex(lctx, nil); err != nil {
 		u.Unlock()
 		return nil, ctx, fmt.Errorf("repository %s: reload index: %w", r.Path, err)

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/haulproject/haul/puller/forget"
+	"github.com/haulproject/haul/puller/prune"
+	"github.com/urfave/cli/v2"
+)
+
+var maintDryRunFlag = &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only show what would be done"}
+
+var maxUnusedFlag = &cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "prune: tolerate `LIMIT` unused space (a percentage, or \"unlimited\"), as restic's --max-unused"}
+
+var cronQuietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only failures (for cron jobs that mail their output)"}
+
+var cmdForget = &cli.Command{
+	Name:  "forget",
+	Usage: "remove snapshots as the config's retention says (restic's forget semantics, grouped by host and paths)",
+	Description: `Applies [retention] (or a host's [hosts.retention]) to each group of snapshots
+with the same host and paths, exactly as ` + "`restic forget --keep-*`" + ` does. --json
+prints restic forget's JSON. --prune then removes the data no snapshot uses.`,
+	Flags: []cli.Flag{
+		&cli.StringSliceFlag{Name: "host", Usage: "only snapshots of host `NAME` (repeatable)"},
+		&cli.BoolFlag{Name: "prune", Usage: "prune the repository afterwards if snapshots were removed"},
+		maintDryRunFlag, maxUnusedFlag, jsonFlag, cronQuietFlag,
+	},
+	Action: runForget,
+}
+
+func runForget(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext(c)
+	defer cancel()
+	log := newRunLog(c)
+	defer log.Close()
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	dry := c.Bool("dry-run")
+	// Deciding is read-only; removing needs restic's exclusive lock.
+	unlock, lctx, err := r.Lock(ctx, !dry, repoLockWait(cfg), log.Logf)
+	if err != nil {
+		return configFailure(err)
+	}
+	defer unlock()
+
+	sns, err := forget.Load(lctx, r, c.StringSlice("host"))
+	if err != nil {
+		return configFailure(err)
+	}
+	plan, err := forget.MakePlan(sns, cfg.RetentionFor)
+	if err != nil {
+		return configFailure(err)
+	}
+	if c.Bool("json") {
+		groups := plan.Groups
+		if groups == nil {
+			groups = []*forget.Group{}
+		}
+		if err := json.NewEncoder(c.App.Writer).Encode(groups); err != nil {
+			return err
+		}
+	} else if !c.Bool("quiet") {
+		printForgetPlan(c.App.Writer, plan, dry)
+	}
+	for _, s := range plan.Skipped {
+		log.Logf("host %s, paths %v: no retention policy applies; keeping all %d snapshots", s.Host, s.Paths, s.Snapshots)
+	}
+	if len(plan.Remove) == 0 {
+		return nil
+	}
+	if dry {
+		log.Logf("would remove %d snapshots", len(plan.Remove))
+	} else {
+		n, err := forget.Remove(lctx, r, plan.Remove)
+		log.Logf("removed %d snapshots", n)
+		if err != nil {
+			return configFailure(err)
+		}
+	}
+	if !c.Bool("prune") {
+		return nil
+	}
+	res, err := prune.Run(lctx, r, prune.Options{DryRun: dry, MaxUnused: c.String("max-unused"), Ignore: plan.Remove, Logf: log.Logf})
+	if err != nil {
+		return configFailure(err)
+	}
+	logPruneResult(log.Logf, res)
+	return nil
+}
+
+func printForgetPlan(w io.Writer, plan *forget.Plan, dry bool) {
+	verb := "remove"
+	if dry {
+		verb = "would remove"
+	}
+	for _, g := range plan.Groups {
+		fmt.Fprintf(w, "snapshots of host %s, paths %s: %s\n", g.Host, strings.Join(g.Paths, ", "), g.Policy)
+		reasons := map[string][]string{}
+		for _, kr := range g.Reasons {
+			reasons[kr.Snapshot.ID.String()] = kr.Matches
+		}
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+		fmt.Fprintf(tw, "  keep %d:\n", len(g.Keep))
+		for _, s := range g.Keep {
+			fmt.Fprintf(tw, "    %s\t%s\t%s\n", s.ShortID, s.Time.Format("2006-01-02 15:04:05"), strings.Join(reasons[s.ID.String()], ", "))
+		}
+		fmt.Fprintf(tw, "  %s %d:\n", verb, len(g.Remove))
+		for _, s := range g.Remove {
+			fmt.Fprintf(tw, "    %s\t%s\t\n", s.ShortID, s.Time.Format("2006-01-02 15:04:05"))
+		}
+		tw.Flush()
+	}
+}
+
+func logPruneResult(logf func(string, ...any), res *prune.Result) {
+	verb := "removed"
+	if res.DryRun {
+		verb = "would remove"
+	}
+	logf("prune %s %d blobs (%s) in %d packs, repacked %d blobs (%s); %s still in use",
+		verb, res.BlobsRemoved, humanBytes(int64(res.BytesRemoved)), res.PacksRemoved,
+		res.BlobsRepacked, humanBytes(int64(res.BytesRepacked)), humanBytes(int64(res.BytesUsed)))
+}

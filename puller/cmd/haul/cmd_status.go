@@ -1,0 +1,124 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/haulproject/haul/puller/status"
+	"github.com/urfave/cli/v2"
+)
+
+var cmdStatus = &cli.Command{
+	Name:  "status",
+	Usage: "per host: newest snapshot's age and size, bytes moved, freeze window, last error; exit 1 if a host is older than its max_age",
+	Flags: []cli.Flag{
+		&cli.StringSliceFlag{Name: "host", Usage: "only host `NAME` (repeatable)"},
+		jsonFlag,
+	},
+	Action: func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		hosts, err := selectHosts(cfg, c.StringSlice("host"))
+		if err != nil {
+			return err
+		}
+		ctx, cancel := signalContext(c)
+		defer cancel()
+		r, err := openRepo(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		// Read-only and frequent (monitors): no lock, so it never holds up
+		// a prune.
+		rep, err := status.Build(ctx, r, cfg.CacheDir, hosts, time.Now())
+		if err != nil {
+			return configFailure(err)
+		}
+		if c.Bool("json") {
+			enc := json.NewEncoder(c.App.Writer)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rep); err != nil {
+				return err
+			}
+		} else {
+			printStatus(c.App.Writer, rep)
+		}
+		if !rep.OK {
+			var why []string
+			for _, h := range rep.Hosts {
+				if h.Stale {
+					why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
+				}
+			}
+			return hostFailure(fmt.Errorf("stale: %s", strings.Join(why, "; ")))
+		}
+		return nil
+	},
+}
+
+func printStatus(w io.Writer, rep *status.Report) {
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tNEWEST\tAGE\tMAX AGE\tFILES\tSIZE\tMOVED\tFREEZE\tLAST RUN\tSTATE")
+	for _, h := range rep.Hosts {
+		newest, age, files, size, moved, freeze := "-", "-", "-", "-", "-", "-"
+		if n := h.Newest; n != nil {
+			newest = n.ShortID + " " + n.Time.Local().Format("2006-01-02 15:04")
+			age = roughAge(time.Duration(n.AgeSeconds * float64(time.Second)))
+			if n.Files != nil {
+				files = fmt.Sprint(*n.Files)
+			}
+			if n.Bytes != nil {
+				size = humanBytes(int64(*n.Bytes))
+			}
+			if n.BytesMoved != nil {
+				moved = humanBytes(*n.BytesMoved)
+			}
+			if n.FreezeMS != nil {
+				freeze = fmt.Sprintf("%.0f ms", *n.FreezeMS)
+			}
+		}
+		last := "-"
+		if h.LastRun != nil {
+			last = "ok " + h.LastRun.Finished.Local().Format("2006-01-02 15:04")
+			if !h.LastRun.OK {
+				last = "FAILED " + h.LastRun.Finished.Local().Format("2006-01-02 15:04")
+			}
+		}
+		state, maxAge := "ok", h.MaxAge
+		if maxAge == "" {
+			maxAge = "-"
+		}
+		if h.Stale {
+			state = "STALE"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Host, newest, age, maxAge, files, size, moved, freeze, last, state)
+	}
+	tw.Flush()
+	for _, h := range rep.Hosts {
+		if h.LastError != "" {
+			fmt.Fprintf(w, "%s: last run failed: %s\n", h.Host, firstLineOf(h.LastError))
+		}
+		if h.Stale {
+			fmt.Fprintf(w, "%s: STALE: %s\n", h.Host, h.StaleReason)
+		}
+	}
+}
+
+func roughAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%.1fh", d.Hours())
+	default:
+		return fmt.Sprintf("%.1fd", d.Hours()/24)
+	}
+}
