@@ -40,12 +40,9 @@ func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, 
 	if err != nil {
 		return nil, fmt.Errorf("restore snapshot %s to %s: %w", sn.ID.Str(), target, err)
 	}
-	bad, err := res.VerifyFiles(ctx, target, n, nil)
+	verified, err := res.VerifyFiles(ctx, target, n, nil)
 	if err != nil {
 		return nil, fmt.Errorf("verify restored files in %s: %w", target, err)
 	}
-	if bad > 0 {
-		return nil, fmt.Errorf("verify restored files in %s: %d files differ from the snapshot", target, bad)
-	}
-	return &LocalResult{Snapshot: sn.ID.String(), Target: target, Files: n}, nil
+	return &LocalResult{Snapshot: sn.ID.String(), Target: target, Files: uint64(verified)}, nil
 }

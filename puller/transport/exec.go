@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // Exec runs the agent as a local process, with the verb in
@@ -69,9 +70,20 @@ func (w *execWire) Write(p []byte) (int, error) {
 
 func (w *execWire) CloseWrite() error { return w.stdin.Close() }
 
+// Close ends the session: closing both pipes makes an agent still writing
+// get EPIPE instead of blocking, and one that ignores that is killed.
 func (w *execWire) Close() error {
 	_ = w.stdin.Close()
-	err := w.cmd.Wait()
+	go func() { _, _ = io.Copy(io.Discard, w.stdout) }()
+	done := make(chan error, 1)
+	go func() { done <- w.cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		_ = w.cmd.Process.Kill()
+		err = <-done
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return fmt.Errorf("agent exited with %v: %s", ee.ProcessState, w.stderr.String())

@@ -217,6 +217,8 @@ func (w *sshWire) Stderr() string              { return w.stderr.String() }
 
 func (w *sshWire) Close() error {
 	_ = w.stdin.Close()
+	// Drain what the agent still writes so it can reach its exit.
+	go func() { _, _ = io.Copy(io.Discard, w.stdout) }()
 	done := make(chan error, 1)
 	go func() { done <- w.sess.Wait() }()
 	var err error
