@@ -22,7 +22,6 @@ import (
 
 const password = "test-password"
 
-
 func newRepo(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
