@@ -102,7 +102,7 @@ func printStatus(w io.Writer, rep *status.Report) {
 	tw.Flush()
 	for _, h := range rep.Hosts {
 		if h.LastError != "" {
-			fmt.Fprintf(w, "%s: last run failed: %s\n", h.Host, firstLineOf(h.LastError))
+			fmt.Fprintf(w, "%s: last run failed: %s\n", h.Host, strings.ReplaceAll(strings.TrimSpace(h.LastError), "\n", "\n    "))
 		}
 		if h.Stale {
 			fmt.Fprintf(w, "%s: STALE: %s\n", h.Host, h.StaleReason)
