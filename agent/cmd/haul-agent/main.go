@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 
@@ -36,6 +37,43 @@ func main() {
 					&cli.BoolFlag{Name: "allow-restore", Usage: "allow the restore verb (only on the restore key's entry)"},
 				},
 				Action: serve,
+			},
+			{
+				Name:  "recover",
+				Usage: "bring back services a killed agent left quiesced (run at boot and by a timer; the agent starts it as its freeze watchdog)",
+				Description: "Without --watch-pid: if the state dir holds a freeze marker whose agent is gone, or whose\n" +
+					"guard_timeout has passed, resume the services it lists; else do nothing. Exit 1 if resuming failed.\n" +
+					"With --watch-pid (the watchdog the agent starts): wait while that agent's freeze lasts and\n" +
+					"resume its services if the agent dies or the guard_timeout passes first.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"},
+					&cli.IntFlag{Name: "watch-pid", Usage: "watch the freeze of agent `PID` (set by the agent itself)"},
+				},
+				Action: recoverCmd,
+			},
+			{
+				Name:  "mark-ready",
+				Usage: "mark a fresh install as initialised without a restore: write the ready marker the stack's units wait for",
+				Description: "Run this once on a host whose data is meant to start empty (a first install), or whose data\n" +
+					"was put in place by hand. After it, restores onto this host are refused unless the config sets\n" +
+					"allow_inplace_restore. A successful restore writes the marker itself.",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"}},
+				Action: func(c *cli.Context) error {
+					cfg, err := agent.LoadConfig(c.String("config"))
+					if err != nil {
+						return err
+					}
+					wrote, err := agent.MarkReady(cfg)
+					if err != nil {
+						return err
+					}
+					if !wrote {
+						fmt.Fprintf(c.App.Writer, "%s is already ready: %s exists (left as it is)\n", cfg.Host, cfg.ReadyMarker)
+						return nil
+					}
+					fmt.Fprintf(c.App.Writer, "marked %s ready: wrote %s\n", cfg.Host, cfg.ReadyMarker)
+					return nil
+				},
 			},
 			{
 				Name:  "check-config",
@@ -79,6 +117,9 @@ func serve(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer stop()
+	if err := setWatchdog(c.String("config")); err != nil {
+		return err
+	}
 	srv := &agent.Server{
 		Config:       cfg,
 		AllowRestore: c.Bool("allow-restore"),
@@ -87,4 +128,43 @@ func serve(c *cli.Context) error {
 		Log:          os.Stderr,
 	}
 	return srv.Serve(ctx, verb)
+}
+
+// setWatchdog tells freezes how to start their watchdog: this binary, with
+// this config file.
+func setWatchdog(configPath string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the haul-agent binary for the freeze watchdog: %w", err)
+	}
+	abs, err := filepath.Abs(configPath)
+	if err != nil {
+		return err
+	}
+	agent.Watchdog = agent.WatchdogSpec{Exe: exe, ConfigPath: abs}
+	return nil
+}
+
+func recoverCmd(c *cli.Context) error {
+	cfg, err := agent.LoadConfig(c.String("config"))
+	if err != nil {
+		return err
+	}
+	logf := agent.RecoverLogger(c.App.ErrWriter)
+	if pid := c.Int("watch-pid"); pid != 0 {
+		// It runs in its own session, but a hangup or Ctrl-C meant for the
+		// agent must never stop it halfway through a resume.
+		signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
+		return agent.Watch(context.Background(), cfg, pid, logf)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	acted, err := agent.Recover(ctx, cfg, logf)
+	if err != nil {
+		return err
+	}
+	if !acted {
+		logf("nothing to recover in %s", cfg.StateDir)
+	}
+	return nil
 }

@@ -1,0 +1,110 @@
+package quiesce_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/haulproject/haul/internal/testenv"
+	"github.com/haulproject/haul/internal/workload"
+)
+
+// backupsPerMode is how many backups each mode takes while the database is
+// written; the issue asks for 20.
+const backupsPerMode = 20
+
+// TestConsistentSnapshots takes 20 backups per mode while the pangolin
+// container commits a gap-free sequence to SQLite (WAL) without pause, and
+// restores every snapshot's database with the restic CLI. In modes stop and
+// pause each must pass integrity_check and hold 1..n with no gap, n growing
+// from one snapshot to the next; mode none is only reported. After every
+// backup the containers that ran run again, the idle one stays stopped.
+func TestConsistentSnapshots(t *testing.T) {
+	d := testenv.SharedDockerd(t)
+	testenv.ResticBin(t)
+	for _, mode := range []string{"stop", "pause", "none"} {
+		t.Run(mode, func(t *testing.T) {
+			s := newStack(t, d, "qa-consist-"+mode, "")
+			h := newHost(t, s.data, map[string]any{"mode": mode, "compose_project": s.project, "docker_host": d.Host, "timeout": "20s"})
+			var ids []string
+			var freezes []float64
+			for i := 0; i < backupsPerMode; i++ {
+				r, stderr, err := h.backup()
+				if err != nil || !r.OK || len(r.Hosts) != 1 {
+					t.Fatalf("backup %d: %v\n%+v\nstderr:\n%s", i+1, err, r, stderr)
+				}
+				hr := r.Hosts[0]
+				if hr.Freeze.Mode != mode {
+					t.Errorf("backup %d: freeze mode %q, want %q", i+1, hr.Freeze.Mode, mode)
+				}
+				if mode != "none" && (hr.FreezeMS <= 0 || !hasPhase(hr.Freeze.Phases, "sync")) {
+					t.Errorf("backup %d: freeze_ms %.2f, phases %+v: want a measured window with a sync phase", i+1, hr.FreezeMS, hr.Freeze.Phases)
+				}
+				ids = append(ids, hr.SnapshotID)
+				freezes = append(freezes, hr.FreezeMS)
+				s.checkUp("after backup " + itoa(i+1))
+				if t.Failed() {
+					t.FailNow()
+				}
+			}
+
+			// haul snapshots carries the window with each snapshot.
+			sns := h.snapshots()
+			if len(sns) != backupsPerMode {
+				t.Fatalf("haul snapshots lists %d snapshots, want %d", len(sns), backupsPerMode)
+			}
+			byID := map[string]snapshotJSON{}
+			for _, sn := range sns {
+				byID[sn.ID] = sn
+			}
+			for i, id := range ids {
+				sn, ok := byID[id]
+				if !ok || sn.Haul == nil || sn.Haul.FreezeMS != freezes[i] || sn.Haul.Quiesce != mode {
+					t.Errorf("snapshot %s: haul record %+v, want freeze_ms %.3f and mode %s", id, sn.Haul, freezes[i], mode)
+				}
+			}
+
+			var bad []string
+			var prev int64
+			for i, id := range ids {
+				db := h.restoreDB(id, s.DB())
+				n, err := workload.CheckSeq(db)
+				if err == nil && n < prev {
+					err = errorf("sequence went back from %d to %d", prev, n)
+				}
+				if err == nil && n == 0 {
+					err = errorf("sequence is empty")
+				}
+				if err != nil {
+					bad = append(bad, "snapshot "+itoa(i+1)+": "+err.Error())
+					continue
+				}
+				prev = n
+				_ = os.RemoveAll(strings.TrimSuffix(db, s.DB()))
+			}
+			t.Logf("mode %s: %d/%d snapshots consistent, last sequence n=%d, freeze windows (ms): %s",
+				mode, backupsPerMode-len(bad), backupsPerMode, prev, summarize(freezes))
+			if mode == "none" {
+				for _, b := range bad {
+					t.Logf("mode none (reported, not asserted): %s", b)
+				}
+				return
+			}
+			for _, b := range bad {
+				t.Errorf("mode %s: %s", mode, b)
+			}
+		})
+	}
+}
+
+func hasPhase(ps []struct {
+	Name string  `json:"name"`
+	MS   float64 `json:"ms"`
+}, name string) bool {
+	for _, p := range ps {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
