@@ -24,6 +24,9 @@ type Pinger struct {
 	// Logf receives warnings; nil discards them.
 	Logf   func(format string, args ...any)
 	Client *http.Client
+	// RetryDelay is the wait before the second of three attempts (doubled
+	// before the third). Default 1s.
+	RetryDelay time.Duration
 }
 
 // maxBody keeps pings within healthchecks.io's 100 kB request limit.
@@ -70,6 +73,10 @@ func (p *Pinger) ping(ctx context.Context, kind, body string) {
 		timeout = 10 * time.Second
 	}
 	// A ping must not be lost to a blip, nor hold up the run for long.
+	retry := p.RetryDelay
+	if retry <= 0 {
+		retry = time.Second
+	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -77,7 +84,7 @@ func (p *Pinger) ping(ctx context.Context, kind, body string) {
 			case <-ctx.Done():
 				attempt = 3
 				continue
-			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-time.After(time.Duration(attempt) * retry):
 			}
 		}
 		lastErr = send(ctx, client, timeout, u.String(), body)
