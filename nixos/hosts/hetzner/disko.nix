@@ -1,0 +1,44 @@
+# Disk layout for a Hetzner Cloud x86 server, applied by nixos-anywhere
+# through disko. Hetzner boots these machines with legacy BIOS (SeaBIOS),
+# so GRUB needs a BIOS boot partition on the GPT disk; the ESP is there as
+# well so the same image boots where UEFI is offered (see default.nix for
+# GRUB's efiSupport and efiInstallAsRemovable).
+#
+# Nothing on this disk needs to survive a rebuild: the data comes back from
+# the NAS, so there is a single ext4 root and no separate data volume.
+{
+  disko.devices.disk.main = {
+    type = "disk";
+    device = "/dev/sda";
+    content = {
+      type = "gpt";
+      partitions = {
+        # GRUB's core image for BIOS boot; 1 MiB, no file system.
+        boot = {
+          size = "1M";
+          type = "EF02";
+          priority = 1;
+        };
+        ESP = {
+          size = "512M";
+          type = "EF00";
+          priority = 2;
+          content = {
+            type = "filesystem";
+            format = "vfat";
+            mountpoint = "/boot";
+            mountOptions = [ "umask=0077" ];
+          };
+        };
+        root = {
+          size = "100%";
+          content = {
+            type = "filesystem";
+            format = "ext4";
+            mountpoint = "/";
+          };
+        };
+      };
+    };
+  };
+}

@@ -1,0 +1,79 @@
+# haul (the puller) and haul-agent, built from this repository with
+# buildGoModule. flake.nix calls this with callPackage.
+{
+  lib,
+  buildGoModule,
+  src,
+  version,
+}:
+let
+  common = {
+    inherit src version;
+
+    # Keep vendorHash in step with go.sum: whenever go.mod or go.sum
+    # change, set it to lib.fakeHash, run `nix build .#haul`, and copy the
+    # "got: sha256-…" value Nix prints (docs/nixos.md, "Updating").
+    # One hash serves both packages: same go.mod, same module download.
+    vendorHash = lib.fakeHash;
+
+    # proxyVendor keeps a Go module cache (not a vendor/ tree) as the
+    # fixed-output derivation. The puller needs it: `go generate` copies
+    # restic's internal packages out of the module cache, which a vendor/
+    # tree does not hold in full.
+    proxyVendor = true;
+
+    # Static binaries: the agent runs on any VPS, the puller on TrueNAS.
+    env.CGO_ENABLED = 0;
+
+    # The test suite needs sshd, dockerd and the restic CLI; CI runs it
+    # (.ci/run), the Nix build does not.
+    doCheck = false;
+  };
+in
+{
+  haul = buildGoModule (
+    common
+    // {
+      pname = "haul";
+      subPackages = [ "puller/cmd/haul" ];
+
+      # puller/internal/restic is generated, not committed: copy restic's
+      # internal packages from the module cache (GOPROXY points at the
+      # fixed-output module download here) at the version go.mod pins.
+      preBuild = ''
+        go generate ./puller/internal/resticgen
+      '';
+      # buildGoModule hands preBuild to the module download too; that
+      # derivation only runs `go mod download` and must not generate.
+      overrideModAttrs = _: { preBuild = ""; };
+
+      ldflags = [
+        "-s"
+        "-w"
+        "-X github.com/haulproject/haul/puller/backup.Version=${version}"
+      ];
+
+      meta = {
+        description = "Pull consistent, deduplicated, encrypted snapshots of a VPS into a local restic-format repository";
+        mainProgram = "haul";
+      };
+    }
+  );
+
+  haul-agent = buildGoModule (
+    common
+    // {
+      pname = "haul-agent";
+      subPackages = [ "agent/cmd/haul-agent" ];
+      ldflags = [
+        "-s"
+        "-w"
+        "-X github.com/haulproject/haul/agent.Version=${version}"
+      ];
+      meta = {
+        description = "VPS side of haul: the forced command that serves consistent backups and restores over SSH";
+        mainProgram = "haul-agent";
+      };
+    }
+  );
+}
