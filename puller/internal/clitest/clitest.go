@@ -35,6 +35,14 @@ type Env struct {
 // New prepares an Env and initialises its repository with `haul init`.
 func New(t testing.TB) *Env {
 	t.Helper()
+	e := NewBare(t)
+	e.MustHaul("init")
+	return e
+}
+
+// NewBare prepares an Env without creating the repository.
+func NewBare(t testing.TB) *Env {
+	t.Helper()
 	bins := testenv.Binaries(t)
 	dir := t.TempDir()
 	e := &Env{
@@ -45,7 +53,6 @@ func New(t testing.TB) *Env {
 	}
 	Must(t, os.WriteFile(e.PasswordFile, []byte("correct horse battery staple\n"), 0o600))
 	e.WriteConfig("")
-	e.MustHaul("init")
 	return e
 }
 
