@@ -486,7 +486,7 @@ in
         # Image pulls on first start, then Pangolin's health check (up to
         # 15 x 10s) before gerbil and traefik start.
         TimeoutStartSec = "15min";
-        ExecStartPre = prepare;
+        ExecStartPre = "${prepare}";
         ExecStart = "${compose} up --detach --remove-orphans --wait";
         ExecReload = [
           "${prepare}"
