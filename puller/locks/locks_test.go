@@ -39,7 +39,8 @@ func TestStale(t *testing.T) {
 	} else {
 		t.Log("no /proc start time; skipping the PID-reuse case")
 	}
-	for _, c := range cases {
+	for i := range cases {
+		c := &cases[i]
 		why, got := Stale(&c.lock, host, now)
 		if got != c.stale {
 			t.Errorf("%s: stale = %v (%s), want %v", c.name, got, why, c.stale)

@@ -30,6 +30,8 @@ type Env struct {
 	Repo         string
 	PasswordFile string
 	Config       string
+	// LockWait is the config's lock_wait (default 20s).
+	LockWait string
 }
 
 // New prepares an Env and initialises its repository with `haul init`.
@@ -49,7 +51,7 @@ func NewBare(t testing.TB) *Env {
 		T: t, Dir: dir,
 		Haul: filepath.Join(bins, "haul"), Agent: filepath.Join(bins, "haul-agent"),
 		Repo: filepath.Join(dir, "repo"), PasswordFile: filepath.Join(dir, "password"),
-		Config: filepath.Join(dir, "haul.toml"),
+		Config: filepath.Join(dir, "haul.toml"), LockWait: "20s",
 	}
 	Must(t, os.WriteFile(e.PasswordFile, []byte("correct horse battery staple\n"), 0o600))
 	e.WriteConfig("")
@@ -60,14 +62,21 @@ func NewBare(t testing.TB) *Env {
 // followed by body (retention, notify, hosts).
 func (e *Env) WriteConfig(body string) {
 	e.T.Helper()
-	head := fmt.Sprintf("repository = %q\npassword_file = %q\ncache_dir = %q\nlock_wait = \"20s\"\n",
-		e.Repo, e.PasswordFile, filepath.Join(e.Dir, "cache"))
+	head := fmt.Sprintf("repository = %q\npassword_file = %q\ncache_dir = %q\nlock_wait = %q\n",
+		e.Repo, e.PasswordFile, filepath.Join(e.Dir, "cache"), e.LockWait)
 	Must(e.T, os.WriteFile(e.Config, []byte(head+body), 0o600))
 }
 
 // AgentCommand writes a haul-agent config serving dataDir as host and
 // returns the exec-transport command for it, as a TOML array.
 func (e *Env) AgentCommand(host, dataDir string) string {
+	e.T.Helper()
+	return TOMLArray(e.AgentArgv(host, dataDir)...)
+}
+
+// AgentArgv writes a haul-agent config serving dataDir as host and
+// returns the command that serves it.
+func (e *Env) AgentArgv(host, dataDir string) []string {
 	e.T.Helper()
 	cfg := filepath.Join(e.Dir, "agent-"+host+".json")
 	b, err := json.Marshal(map[string]any{
@@ -76,7 +85,7 @@ func (e *Env) AgentCommand(host, dataDir string) string {
 	})
 	Must(e.T, err)
 	Must(e.T, os.WriteFile(cfg, b, 0o600))
-	return TOMLArray(e.Agent, "serve", "--config", cfg)
+	return []string{e.Agent, "serve", "--config", cfg}
 }
 
 // TOMLArray renders argv as a TOML array of strings.
