@@ -272,15 +272,19 @@ func (s *session) backup(ctx context.Context) error {
 	var wg sync.WaitGroup
 	writerErr := make(chan error, 1)
 	go func() { writerErr <- s.writer(out) }()
+	ctx, cancel := context.WithCancel(ctx)
+	// The walker and sender must be gone before out is closed: a send on
+	// a closed channel would panic. Cancelling unblocks them; the writer
+	// keeps draining until out is closed.
 	defer func() {
+		cancel()
+		wg.Wait()
 		close(out)
 		<-writerErr
 	}()
 	var bye proto.Bye
 	var walkErr, sendErr error
 	walkDone := make(chan struct{})
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 
 	for {
 		t, p, err := s.next(ctx)
@@ -431,7 +435,7 @@ func (s *session) sendVia(out chan<- outFrame, t proto.Type, v any) error {
 	if err != nil {
 		return err
 	}
-	out <- outFrame{t: t, parts: [][]byte{b}, flush: true}
+	out <- outFrame{t: t, parts: [][]byte{b}, flush: true} // the writer always drains
 	return nil
 }
 
