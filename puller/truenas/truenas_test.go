@@ -169,7 +169,7 @@ func TestCronInstallIsIdempotent(t *testing.T) {
 	}
 	j = f.job(2)
 	if j.Schedule != (truenas.Schedule{Minute: "30", Hour: "4", Dom: "*", Month: "*", Dow: "1-5"}) ||
-		!strings.HasSuffix(j.Command, "; /mnt/tank/haul/bin/haul --config /mnt/tank/haul/haul.toml forget --prune --quiet") {
+		!strings.HasSuffix(j.Command, " && /mnt/tank/haul/bin/haul --config /mnt/tank/haul/haul.toml forget --prune --quiet") {
 		t.Fatalf("updated job %+v", j)
 	}
 	if f.job(1) != before || len(f.jobs) != 2 {

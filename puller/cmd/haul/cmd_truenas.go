@@ -27,7 +27,7 @@ var cmdTrueNAS = &cli.Command{
 			Description: `Creates the cron job, or updates the one this command created before (found by
 the marker "[haul:<config>]" in its description). Running it again with the same
 settings changes nothing. The job runs "haul backup --quiet" (and, with --forget,
-"haul forget --prune --quiet"), so TrueNAS mails only failures: stdout is hidden,
+"&& haul forget --prune --quiet"), so TrueNAS mails only failures: stdout is hidden,
 stderr is not.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "url", Required: true, Usage: "TrueNAS base `URL`, e.g. https://nas.lan or http://localhost on the NAS itself"},
@@ -106,8 +106,9 @@ func runTrueNASCronInstall(c *cli.Context) error {
 	haul := shellQuote(bin) + " --config " + shellQuote(cfgPath)
 	command := haul + " backup --quiet"
 	if c.Bool("forget") {
-		// ";" not "&&": retention still runs for the hosts that succeeded.
-		command += "; " + haul + " forget --prune --quiet"
+		// Retention only after every host was backed up, as haul.service
+		// does: a failing run changes nothing in the repository's history.
+		command += " && " + haul + " forget --prune --quiet"
 	}
 	marker := "[haul:" + cfgPath + "]"
 	job := truenas.CronJob{

@@ -1,0 +1,4 @@
+// Package systemd holds haul's systemd units for a plain Linux box (the
+// puller's backup and check services and timers); its test verifies them
+// with systemd-analyze. There is no Go code here.
+package systemd
