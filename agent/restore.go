@@ -2,10 +2,432 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
+	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/agent/quiesce"
 	"github.com/haulproject/haul/proto"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
+// restore serves a restore session (the restore key's verb): a snapshot
+// streamed into staging beside the live data and swapped in, or a bare
+// TMark. See "Restore session" in proto/PROTOCOL.md.
 func (s *session) restore(ctx context.Context) error {
-	return coded(proto.CodeRefused, "restore is not implemented by this agent yet")
+	if err := finishSwap(s.Config, s.logf); err != nil {
+		return err
+	}
+	t, p, err := s.next(ctx)
+	if err != nil {
+		return err
+	}
+	switch t {
+	case proto.TMark:
+		var m proto.Mark
+		if err := proto.Decode(t, p, &m); err != nil {
+			return err
+		}
+		return s.mark(&m)
+	case proto.TRestoreBegin:
+		var b proto.RestoreBegin
+		if err := proto.Decode(t, p, &b); err != nil {
+			return err
+		}
+		return s.restoreSnapshot(ctx, &b)
+	case proto.TError:
+		var e proto.Error
+		_ = proto.Decode(t, p, &e)
+		return fmt.Errorf("puller reported: %w", &e)
+	}
+	return coded(proto.CodeProtocol, "expected restore-begin or mark, got %s", t)
+}
+
+// mark writes the ready marker without restoring: the host's data is in
+// place by other means.
+func (s *session) mark(m *proto.Mark) error {
+	path, err := WriteReadyMarker(s.Config, ReadyMarker{By: "mark", Snapshot: m.Snapshot, SnapshotHost: m.Host})
+	if err != nil {
+		return err
+	}
+	s.logf("marked %s ready: %s", s.Config.Host, path)
+	return s.conn.Send(proto.TRestoreResult, &proto.RestoreResult{Marker: path, Phases: []proto.Phase{}})
+}
+
+// refuseRestore says why this agent will not take a restore at all; it is
+// checked before anything on disk changes.
+func (s *session) refuseRestore(b *proto.RestoreBegin) error {
+	want := slices.Clone(s.Config.DataPaths)
+	got := make([]string, len(b.Paths))
+	for i, p := range b.Paths {
+		got[i] = strings.TrimSuffix(p, "/")
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(want, got) {
+		return coded(proto.CodeRefused, "snapshot %s of host %s holds paths %s, but this agent's data_paths are %s: restore it onto a host with the same data paths, or restore it locally with `haul restore --target DIR`. Nothing was changed",
+			short(b.Snapshot), b.Host, strings.Join(got, ", "), strings.Join(want, ", "))
+	}
+	if _, err := os.Stat(s.Config.ReadyMarker); err == nil && !s.Config.AllowInplaceRestore {
+		return coded(proto.CodeRefused, "host %s is ready (%s exists) and its agent config does not set allow_inplace_restore: a restore onto a running host is refused, so a stolen restore key cannot overwrite it. "+
+			"Restore onto a fresh host instead, or, to replace this host's data on purpose, set \"allow_inplace_restore\": true in the agent config. Nothing was changed",
+			s.Config.Host, s.Config.ReadyMarker)
+	}
+	return nil
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// restoreSnapshot receives the tree and the chunks into staging, verifies
+// them, and swaps them in while the targets are quiesced. Until the swap,
+// any failure removes the staging copy and leaves the live data and the
+// services as they were.
+func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) error {
+	if err := s.refuseRestore(b); err != nil {
+		return err
+	}
+	_, readyErr := os.Stat(s.Config.ReadyMarker)
+	ready := readyErr == nil
+	res := &proto.RestoreResult{DryRun: b.DryRun}
+	phase := func(name string, t time.Time) {
+		res.Phases = append(res.Phases, proto.Phase{Name: name, MS: ms(time.Since(t))})
+	}
+	st := newStage(s.Config)
+	if err := st.checkPaths(); err != nil {
+		return err
+	}
+	swapped := false
+	defer func() {
+		if swapped {
+			st.closeAll()
+			return
+		}
+		if err := st.remove(); err != nil {
+			s.logf("warning: %v", err)
+		}
+	}()
+	s.logf("restore of snapshot %s (host %s) into %s: staging", short(b.Snapshot), b.Host, strings.Join(s.Config.DataPaths, ", "))
+
+	t := time.Now()
+	if err := s.receiveTree(ctx, st); err != nil {
+		return err
+	}
+	phase("tree", t)
+
+	t = time.Now()
+	if err := s.sendWants(st.wanted); err != nil {
+		return err
+	}
+	if err := s.receiveChunks(ctx, st, res); err != nil {
+		return err
+	}
+	phase("transfer", t)
+
+	t = time.Now()
+	if err := st.syncfs(); err != nil {
+		return err
+	}
+	if err := st.verify(ctx); err != nil {
+		return err
+	}
+	phase("verify", t)
+	t = time.Now()
+	if err := st.applyMetadata(); err != nil {
+		return err
+	}
+	if err := st.syncfs(); err != nil {
+		return err
+	}
+	phase("metadata", t)
+	res.Files, res.Dirs, res.Bytes = st.files, st.dirs, st.bytes
+
+	if b.DryRun {
+		res.Warnings = st.warnings
+		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, humanBytes(st.bytes))
+		return s.conn.Send(proto.TRestoreResult, res)
+	}
+
+	q, err := s.quiescer()
+	if err != nil {
+		return coded(proto.CodeFreeze, "%v", err)
+	}
+	if !ready {
+		q = &freshHostQuiescer{Quiescer: q, warn: st.warn}
+	}
+	stamp := time.Now().UTC().Format(prevTimeFormat)
+	res.SwapStarted = time.Now()
+	var kept []string
+	_, phases, window, err := Freeze(ctx, q, s.Config, func(context.Context) (mirror.Stats, error) {
+		var serr error
+		kept, serr = st.swap(stamp)
+		swapped = serr == nil
+		return mirror.Stats{}, serr
+	})
+	res.SwapEnded = time.Now()
+	res.FreezeMS = ms(window)
+	for _, p := range phases {
+		if p.Name == "sync" {
+			p.Name = "swap"
+		}
+		res.Phases = append(res.Phases, p)
+	}
+	res.Kept = kept
+	if err != nil && !swapped {
+		return fmt.Errorf("%w; the live data is untouched", err)
+	}
+	// From here the restored data is live: report every later failure
+	// as such, never as "nothing changed".
+	t = time.Now()
+	pruned, perr := prunePrevious(s.Config)
+	res.Pruned = pruned
+	if perr != nil {
+		st.warn("pruning previous copies: %v", perr)
+	}
+	if !b.NoMarker {
+		marker, merr := WriteReadyMarker(s.Config, ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time})
+		if merr != nil {
+			err = errors.Join(err, merr)
+		}
+		res.Marker = marker
+	}
+	phase("finish", t)
+	if err != nil {
+		return fmt.Errorf("snapshot %s is swapped in (previous data kept as %s), but: %w", short(b.Snapshot), strings.Join(kept, ", "), err)
+	}
+	res.Warnings = st.warnings
+	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), st.files, humanBytes(st.bytes), res.FreezeMS)
+	return s.conn.Send(proto.TRestoreResult, res)
+}
+
+// receiveTree builds the staging tree from the TNode/TDirEnd stream.
+func (s *session) receiveTree(ctx context.Context, st *stage) error {
+	for {
+		t, p, err := s.next(ctx)
+		if err != nil {
+			return err
+		}
+		switch t {
+		case proto.TNode:
+			var n proto.Node
+			if err := proto.Decode(t, p, &n); err != nil {
+				return err
+			}
+			if err := st.add(&n); err != nil {
+				return err
+			}
+		case proto.TDirEnd:
+			if err := st.leave(); err != nil {
+				return err
+			}
+		case proto.TManifestEnd:
+			var end proto.ManifestEnd
+			if err := proto.Decode(t, p, &end); err != nil {
+				return err
+			}
+			return st.finish(&end)
+		case proto.TError:
+			var e proto.Error
+			_ = proto.Decode(t, p, &e)
+			return fmt.Errorf("puller reported: %w", &e)
+		default:
+			return coded(proto.CodeProtocol, "unexpected %s while receiving the tree", t)
+		}
+	}
+}
+
+// sendWants asks for every chunk the staging tree needs, then sends an
+// empty want as the end marker.
+func (s *session) sendWants(ids []proto.ID) error {
+	for len(ids) > 0 {
+		n := min(len(ids), proto.MaxWantIDs)
+		if err := s.conn.W.Write(proto.TRestoreWant, proto.EncodeWant(ids[:n])); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	if err := s.conn.W.Write(proto.TRestoreWant); err != nil {
+		return err
+	}
+	return s.conn.W.Flush()
+}
+
+// chunkJob is one received chunk and where it goes.
+type chunkJob struct {
+	c    proto.Chunk
+	locs []chunkLoc
+}
+
+// receiveChunks takes chunks until TRestoreCommit. Only chunks that were
+// asked for and not yet received are accepted; workers verify each one's
+// SHA-256 before writing it at every place that uses it.
+func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.RestoreResult) error {
+	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
+	jobs := make(chan chunkJob, workers)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var werr error
+	// A worker's failure cancels the wait for the next frame too.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if werr == nil {
+			werr = err
+			stop()
+		}
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(proto.MaxChunk*2), zstd.WithDecodeAllCapLimit(true))
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer dec.Close()
+			var buf []byte
+			for j := range jobs {
+				if cap(buf) < int(j.c.Length) {
+					buf = make([]byte, 0, j.c.Length)
+				}
+				plain, err := j.c.Plain(dec, buf)
+				if err != nil {
+					fail(coded(proto.CodeVerify, "rejected chunk from the puller: %v", err))
+					continue
+				}
+				for _, l := range j.locs {
+					if err := st.writeChunk(l, plain); err != nil {
+						fail(err)
+						break
+					}
+				}
+			}
+		}()
+	}
+	finish := func() error {
+		close(jobs)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return werr
+	}
+
+	for {
+		t, p, err := s.next(ctx)
+		if err != nil {
+			if werr := finish(); werr != nil {
+				return werr
+			}
+			return err
+		}
+		switch t {
+		case proto.TChunk:
+			c, err := proto.DecodeChunk(p)
+			if err != nil {
+				return errors.Join(err, finish())
+			}
+			locs, ok := st.need[c.ID]
+			if !ok {
+				return errors.Join(coded(proto.CodeProtocol, "puller sent chunk %s, which was not asked for or was sent twice", c.ID.Short()), finish())
+			}
+			delete(st.need, c.ID)
+			res.ChunksGot++
+			res.ChunkBytes += int64(c.Length)
+			select {
+			case jobs <- chunkJob{c: c, locs: locs}:
+			case <-ctx.Done():
+				if werr := finish(); werr != nil {
+					return werr
+				}
+				return ctx.Err()
+			}
+		case proto.TRestoreCommit:
+			if err := finish(); err != nil {
+				return err
+			}
+			if len(st.need) > 0 {
+				return coded(proto.CodeProtocol, "commit with %d of %d chunks missing", len(st.need), len(st.wanted))
+			}
+			return nil
+		case proto.TError:
+			var e proto.Error
+			_ = proto.Decode(t, p, &e)
+			return errors.Join(fmt.Errorf("puller reported: %w", &e), finish())
+		default:
+			return errors.Join(coded(proto.CodeProtocol, "unexpected %s while receiving chunks", t), finish())
+		}
+	}
+}
+
+// writeChunk writes a verified chunk at one of its places.
+func (st *stage) writeChunk(l chunkLoc, plain []byte) error {
+	sn := st.nodes[l.node]
+	fd, err := st.openNode(l.node, unix.O_WRONLY)
+	if err != nil {
+		return st.ioErr(sn.root, "open "+st.hostPath(l.node), err)
+	}
+	defer unix.Close(fd)
+	for off, p := l.off, plain; len(p) > 0; {
+		n, err := unix.Pwrite(fd, p, off)
+		if err != nil {
+			return st.ioErr(sn.root, "write "+st.hostPath(l.node), err)
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+// freshHostQuiescer quiesces on a host that is not ready yet. There the
+// stack is held back by the missing ready marker, so its targets may not
+// even exist: a plan that fails is reported as a warning and nothing is
+// stopped, instead of failing the restore that would let the stack start.
+type freshHostQuiescer struct {
+	quiesce.Quiescer
+	warn func(format string, args ...any)
+	skip bool
+}
+
+func (f *freshHostQuiescer) Plan(ctx context.Context) ([]quiesce.Target, error) {
+	t, err := f.Quiescer.Plan(ctx)
+	if err != nil {
+		f.skip = true
+		f.warn("host is not ready yet and quiesce could not plan (%v): swapped without stopping anything", err)
+		return nil, nil
+	}
+	return t, nil
+}
+
+func (f *freshHostQuiescer) Quiesce(ctx context.Context) error {
+	if f.skip {
+		return nil
+	}
+	return f.Quiescer.Quiesce(ctx)
+}
+
+func (f *freshHostQuiescer) Resume(ctx context.Context) error {
+	if f.skip {
+		return nil
+	}
+	return f.Quiescer.Resume(ctx)
+}
+
+func (f *freshHostQuiescer) Steps() []quiesce.Step {
+	if s, ok := f.Quiescer.(quiesce.Stepper); ok && !f.skip {
+		return s.Steps()
+	}
+	return nil
 }

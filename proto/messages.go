@@ -232,31 +232,50 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message + " [" + e.Code + "]" }
 
-// RestoreBegin starts a restore (puller → agent).
+// RestoreBegin opens a restore (puller → agent). The snapshot's tree
+// follows as TNode/TDirEnd frames, rooted at "/" like a backup manifest,
+// closed by TManifestEnd.
 type RestoreBegin struct {
-	Snapshot  string   `json:"snapshot"`
-	Host      string   `json:"host"`
-	Paths     []string `json:"paths"`
-	DryRun    bool     `json:"dry_run,omitempty"`
-	Resume    bool     `json:"resume_targets"`
-	TotalSize uint64   `json:"total_size"`
+	Snapshot string    `json:"snapshot"` // snapshot ID, for the marker and logs
+	Host     string    `json:"host"`     // the host the snapshot was taken of
+	Time     time.Time `json:"time"`     // the snapshot's time
+	Paths    []string  `json:"paths"`    // must equal the agent's data paths
+	DryRun   bool      `json:"dry_run,omitempty"`
+	// NoMarker leaves the ready marker unwritten: `haul migrate` verifies
+	// the new host first and then sends TMark.
+	NoMarker bool `json:"no_marker,omitempty"`
 }
 
-// RestoreResult reports the outcome of a restore (agent → puller).
+// RestoreCommit says every chunk was sent: verify, swap (puller → agent).
+type RestoreCommit struct{}
+
+// RestoreResult reports the outcome of a restore or a mark (agent → puller).
 type RestoreResult struct {
-	Files     int64    `json:"files"`
-	Dirs      int64    `json:"dirs"`
-	Bytes     int64    `json:"bytes"`
-	FreezeMS  float64  `json:"freeze_ms"`
-	Phases    []Phase  `json:"phases"`
-	Kept      []string `json:"kept,omitempty"` // previous data kept as *.prev-<time>
-	Marker    string   `json:"marker,omitempty"`
-	DryRun    bool     `json:"dry_run,omitempty"`
-	ChunksGot int64    `json:"chunks_received"`
+	Files      int64 `json:"files"`
+	Dirs       int64 `json:"dirs"`
+	Bytes      int64 `json:"bytes"`
+	ChunksGot  int64 `json:"chunks_received"`
+	ChunkBytes int64 `json:"chunk_bytes"` // plain bytes received
+	// FreezeMS is the window the targets were quiesced: only the swap.
+	FreezeMS float64 `json:"freeze_ms"`
+	// SwapStarted and SwapEnded bracket the freeze (agent clock).
+	SwapStarted time.Time `json:"swap_started,omitzero"`
+	SwapEnded   time.Time `json:"swap_ended,omitzero"`
+	Phases      []Phase   `json:"phases"`
+	Kept        []string  `json:"kept,omitempty"`   // previous data kept as *.prev-<time>
+	Pruned      []string  `json:"pruned,omitempty"` // older copies removed (keep_previous)
+	Marker      string    `json:"marker,omitempty"` // the ready marker written
+	DryRun      bool      `json:"dry_run,omitempty"`
+	Warnings    []string  `json:"warnings,omitempty"`
 }
 
-// Mark asks the agent to write its ready marker without a restore.
-type Mark struct{}
+// Mark asks the agent to write its ready marker without restoring
+// (puller → agent, instead of RestoreBegin); the agent answers
+// RestoreResult.
+type Mark struct {
+	Snapshot string `json:"snapshot,omitempty"` // recorded in the marker
+	Host     string `json:"host,omitempty"`
+}
 
 // Encode marshals a control message.
 func Encode(v any) ([]byte, error) {

@@ -1,0 +1,262 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/haulproject/haul/proto"
+	"golang.org/x/sys/unix"
+)
+
+// prevInfix and prevTimeFormat name the copies of the data a restore
+// replaced: <data path>.prev-<UTC time>, which sort by time.
+const (
+	prevInfix      = ".prev-"
+	prevTimeFormat = "20060102T150405.000Z"
+)
+
+// swapJournal records a swap in progress, so an agent killed between
+// exchanging the directories and renaming the old data to *.prev-* leaves
+// nothing behind that the next restore would mistake for a stale staging
+// copy. Inode numbers tell whether the exchange happened.
+type swapJournal struct {
+	Entries []swapEntry `json:"entries"`
+}
+
+type swapEntry struct {
+	Live       string `json:"live"`
+	Staging    string `json:"staging"`
+	Prev       string `json:"prev"`
+	StagingIno uint64 `json:"staging_ino"` // the restored tree's directory
+}
+
+func (c *Config) swapJournalPath() string { return filepath.Join(c.StateDir, "restore-swap.json") }
+
+// swapState is what the swap did to one data path, for rolling it back.
+type swapState struct {
+	existed   bool // there was live data
+	exchanged bool // RENAME_EXCHANGE: the staging name now holds the old data
+}
+
+// swap puts every staging directory in place of its data path. Where the
+// file system supports it, staging and live are exchanged in one atomic
+// rename (the data path is never missing), then the old data is renamed to
+// *.prev-<stamp>. If any data path fails, those already swapped are put
+// back. It returns the previous copies kept.
+func (st *stage) swap(stamp string) ([]string, error) {
+	st.closeAll()
+	var j swapJournal
+	for _, r := range st.roots {
+		var s unix.Stat_t
+		if err := unix.Lstat(r.staging, &s); err != nil {
+			return nil, coded(proto.CodeIO, "stat %s before the swap: %v", r.staging, err)
+		}
+		j.Entries = append(j.Entries, swapEntry{Live: r.dataPath, Staging: r.staging, Prev: r.dataPath + prevInfix + stamp, StagingIno: s.Ino})
+	}
+	if err := writeJSONFile(st.cfg.swapJournalPath(), &j, 0o600); err != nil {
+		return nil, coded(proto.CodeIO, "write swap journal: %v", err)
+	}
+	states := make([]swapState, len(st.roots))
+	for i, e := range j.Entries {
+		s, err := swapOne(e)
+		if err != nil {
+			for k := i - 1; k >= 0; k-- {
+				if rerr := unswapOne(j.Entries[k], states[k]); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("and putting %s back failed: %w (its old data is at %s or %s)", j.Entries[k].Live, rerr, j.Entries[k].Staging, j.Entries[k].Prev))
+				}
+			}
+			_ = os.Remove(st.cfg.swapJournalPath())
+			return nil, coded(proto.CodeIO, "swap %s: %v", e.Live, err)
+		}
+		states[i] = s
+	}
+	// The restored data is live everywhere. Label the old data.
+	var kept []string
+	var errs []error
+	for i, e := range j.Entries {
+		if !states[i].existed {
+			continue
+		}
+		if states[i].exchanged {
+			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+				errs = append(errs, fmt.Errorf("keep previous data: rename %s to %s: %w", e.Staging, e.Prev, err))
+				continue
+			}
+		}
+		kept = append(kept, e.Prev)
+	}
+	for _, e := range j.Entries {
+		syncDir(filepath.Dir(e.Live))
+	}
+	if len(errs) == 0 {
+		_ = os.Remove(st.cfg.swapJournalPath())
+	}
+	// The swap itself succeeded: a failure to label the old data is
+	// reported, not rolled back.
+	if len(errs) > 0 {
+		st.warn("%v", errors.Join(errs...))
+	}
+	return kept, nil
+}
+
+func swapOne(e swapEntry) (swapState, error) {
+	if _, err := os.Lstat(e.Live); errors.Is(err, os.ErrNotExist) {
+		return swapState{}, unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_EXCHANGE)
+	if err == nil {
+		return swapState{existed: true, exchanged: true}, nil
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return swapState{}, err
+	}
+	// No atomic exchange on this file system: two renames, undone if the
+	// second fails.
+	if err := unix.Renameat2(unix.AT_FDCWD, e.Live, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+		return swapState{}, err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
+		if rerr := os.Rename(e.Prev, e.Live); rerr != nil {
+			return swapState{}, errors.Join(err, fmt.Errorf("putting the old data back from %s failed: %w", e.Prev, rerr))
+		}
+		return swapState{}, err
+	}
+	return swapState{existed: true}, nil
+}
+
+func unswapOne(e swapEntry, s swapState) error {
+	switch {
+	case s.exchanged:
+		return unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_EXCHANGE)
+	case s.existed:
+		if err := os.Rename(e.Live, e.Staging); err != nil {
+			return err
+		}
+		return os.Rename(e.Prev, e.Live)
+	default:
+		return os.Rename(e.Live, e.Staging)
+	}
+}
+
+// finishSwap completes a swap an earlier agent was killed in: where the
+// restored tree is live, the old data still under the staging name is
+// renamed to its *.prev-* name; where the data path is missing, the
+// restored tree is moved in; where nothing was swapped, the journal is
+// dropped and the staging copy is left for the next restore to remove.
+func finishSwap(cfg *Config, logf func(string, ...any)) error {
+	b, err := os.ReadFile(cfg.swapJournalPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return coded(proto.CodeIO, "read swap journal: %v", err)
+	}
+	var j swapJournal
+	if err := json.Unmarshal(b, &j); err != nil {
+		logf("warning: dropping unreadable swap journal %s: %v", cfg.swapJournalPath(), err)
+		return os.Remove(cfg.swapJournalPath())
+	}
+	for _, e := range j.Entries {
+		var live unix.Stat_t
+		if err := unix.Lstat(e.Live, &live); errors.Is(err, unix.ENOENT) {
+			// Killed between the two renames of a file system without
+			// RENAME_EXCHANGE: the old data is already at its *.prev-*
+			// name, the verified restored tree still under staging.
+			if _, perr := os.Lstat(e.Prev); perr == nil {
+				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
+					return coded(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Live, err)
+				}
+				logf("finished an interrupted swap of %s (previous data kept as %s)", e.Live, e.Prev)
+			}
+			continue
+		}
+		if err != nil || live.Ino != e.StagingIno {
+			continue // the exchange did not happen here
+		}
+		if _, err := os.Lstat(e.Staging); err != nil {
+			continue
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+			return coded(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Prev, err)
+		}
+		logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
+	}
+	return os.Remove(cfg.swapJournalPath())
+}
+
+// prunePrevious removes the oldest *.prev-* copies of each data path beyond
+// keep_previous.
+func prunePrevious(cfg *Config) ([]string, error) {
+	keep := cfg.Keep()
+	var pruned []string
+	var errs []error
+	for _, p := range cfg.DataPaths {
+		dir, base := filepath.Split(p)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var prevs []string
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), base+prevInfix) {
+				prevs = append(prevs, e.Name())
+			}
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(prevs)))
+		for _, name := range prevs[min(keep, len(prevs)):] {
+			full := filepath.Join(dir, name)
+			if err := os.RemoveAll(full); err != nil {
+				errs = append(errs, fmt.Errorf("remove %s: %w", full, err))
+				continue
+			}
+			pruned = append(pruned, full)
+		}
+	}
+	return pruned, errors.Join(errs...)
+}
+
+// syncDir makes renames in dir durable.
+func syncDir(dir string) {
+	if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		_ = unix.Fsync(fd)
+		unix.Close(fd)
+	}
+}
+
+// writeJSONFile writes v to path atomically and durably.
+func writeJSONFile(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
