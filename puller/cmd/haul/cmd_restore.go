@@ -1,50 +1,156 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
+	"time"
 
+	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/urfave/cli/v2"
 )
 
 var cmdRestore = &cli.Command{
 	Name:  "restore",
-	Usage: "restore a snapshot into a local directory (--target)",
+	Usage: "restore a snapshot onto a host's agent (swapped in safely), onto another host (--to), or into a local directory (--target)",
+	Description: "Onto an agent: the snapshot is staged beside the live data, verified, and swapped in while the\n" +
+		"services are quiesced; the previous data is kept as <path>.prev-<time>. The session uses the host's\n" +
+		"restore_identity_file (or restore_command). A host that is already ready refuses unless its agent\n" +
+		"config sets allow_inplace_restore. With --target DIR the snapshot is restored locally, as `restic restore` would.",
 	Flags: []cli.Flag{
-		&cli.StringFlag{Name: "host", Usage: "the snapshot's host `NAME`"},
+		&cli.StringFlag{Name: "host", Usage: "the snapshot's host `NAME`; also the host restored onto unless --to is given"},
 		&cli.StringFlag{Name: "snapshot", Value: "latest", Usage: "snapshot `ID` (or a prefix) or latest"},
+		&cli.StringFlag{Name: "to", Usage: "restore onto configured host `NAME` instead (a new VPS)"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "stage and verify on the agent, then remove the staging copy: nothing is swapped, no service is touched"},
 		&cli.StringFlag{Name: "target", Usage: "restore into local directory `DIR`, the same tree `restic restore` gives"},
 		jsonFlag,
 	},
-	Action: func(c *cli.Context) error {
-		cfg, err := loadConfig(c)
-		if err != nil {
-			return err
+	Action: runRestore,
+}
+
+func runRestore(c *cli.Context) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	if c.String("target") != "" {
+		if c.String("to") != "" || c.Bool("dry-run") {
+			return configFailure(fmt.Errorf("--target restores locally; it cannot be combined with --to or --dry-run"))
 		}
-		if c.String("target") == "" {
-			return configFailure(fmt.Errorf("restore needs --target DIR"))
+		return restoreLocal(c, cfg)
+	}
+	onto := c.String("to")
+	if onto == "" {
+		onto = c.String("host")
+	}
+	if onto == "" {
+		return configFailure(fmt.Errorf("restore needs --host NAME (the snapshot's host, restored onto itself), --to HOST to restore onto another host, or --target DIR"))
+	}
+	if c.String("host") == "" && (c.String("snapshot") == "" || c.String("snapshot") == "latest") {
+		return configFailure(fmt.Errorf("say whose snapshot to restore onto %s: --host NAME, or --snapshot ID", onto))
+	}
+	target, err := cfg.Host(onto)
+	if err != nil {
+		return configFailure(err)
+	}
+	ctx, cancel := signalContext(c)
+	defer cancel()
+	jsonOut := c.Bool("json")
+	logf := progress(c, jsonOut)
+
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
+	if err != nil {
+		return configFailure(err)
+	}
+	res, err := restoreOnto(ctx, cfg, r, sn, target, restore.AgentOptions{DryRun: c.Bool("dry-run"), Logf: logf})
+	if err != nil {
+		return hostFailure(err)
+	}
+	for _, w := range res.Outcome.Warnings {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
+	}
+	if jsonOut {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printAgentRestore(c.App.Writer, res)
+	return nil
+}
+
+// restoreOnto restores sn onto host h under a shared repository lock, so a
+// prune cannot remove blobs while they are being sent.
+func restoreOnto(ctx context.Context, cfg *config.Config, r *repo.Repo, sn *repo.Snapshot, h *config.Host, opts restore.AgentOptions) (*restore.AgentResult, error) {
+	unlock, lctx, err := r.Lock(ctx, false, cfg.LockWait.Or(5*time.Minute), opts.Logf)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if opts.Logf != nil {
+		opts.Logf("%s: restoring snapshot %s of %s", h.Name, sn.ID.Str(), sn.Hostname)
+	}
+	return restore.Agent(lctx, r, sn, connecter(h, true), opts)
+}
+
+func progress(c *cli.Context, quiet bool) func(string, ...any) {
+	return func(format string, args ...any) {
+		if !quiet {
+			fmt.Fprintf(c.App.ErrWriter, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 		}
-		ctx, cancel := signalContext(c)
-		defer cancel()
-		r, err := openRepo(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
-		if err != nil {
-			return configFailure(err)
-		}
-		res, err := restore.Local(ctx, r, sn, c.String("target"), nil, func(msg string) {
-			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", msg)
-		})
-		if err != nil {
-			return hostFailure(err)
-		}
-		if c.Bool("json") {
-			return json.NewEncoder(c.App.Writer).Encode(res)
-		}
-		fmt.Fprintf(c.App.Writer, "restored snapshot %s to %s: %d files verified\n", sn.ID.Str(), res.Target, res.Files)
-		return nil
-	},
+	}
+}
+
+func printAgentRestore(w io.Writer, res *restore.AgentResult) {
+	o := res.Outcome
+	if o.DryRun {
+		fmt.Fprintf(w, "dry run: snapshot %s of %s staged and verified on %s (%d files, %s; %d chunks, %s on the wire) in %.2fs; staging removed, nothing swapped\n",
+			res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, humanBytes(o.Bytes), res.ChunksSent,
+			humanBytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
+		return
+	}
+	fmt.Fprintf(w, "restored snapshot %s of %s onto %s: %d files, %s (%d chunks, %s on the wire) in %.2fs\n",
+		res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, humanBytes(o.Bytes), res.ChunksSent,
+		humanBytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
+	fmt.Fprintf(w, "  services quiesced %.1f ms, for the swap only\n", o.FreezeMS)
+	if len(o.Kept) > 0 {
+		fmt.Fprintf(w, "  previous data kept as %s\n", strings.Join(o.Kept, ", "))
+	}
+	if len(o.Pruned) > 0 {
+		fmt.Fprintf(w, "  older copies removed: %s\n", strings.Join(o.Pruned, ", "))
+	}
+	if o.Marker != "" {
+		fmt.Fprintf(w, "  ready marker written: %s\n", o.Marker)
+	}
+}
+
+func restoreLocal(c *cli.Context, cfg *config.Config) error {
+	ctx, cancel := signalContext(c)
+	defer cancel()
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
+	if err != nil {
+		return configFailure(err)
+	}
+	res, err := restore.Local(ctx, r, sn, c.String("target"), nil, func(msg string) {
+		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", msg)
+	})
+	if err != nil {
+		return hostFailure(err)
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(res)
+	}
+	fmt.Fprintf(c.App.Writer, "restored snapshot %s to %s: %d files verified\n", sn.ID.Str(), res.Target, res.Files)
+	return nil
 }

@@ -1,0 +1,588 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haulproject/haul/proto"
+	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/restic/data"
+	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/transport"
+	"github.com/klauspost/compress/zstd"
+)
+
+// AgentOptions configures a restore onto an agent.
+type AgentOptions struct {
+	// DryRun stages and verifies the snapshot on the agent, then removes
+	// the staging copy: nothing is swapped, no service is touched.
+	DryRun bool
+	// NoMarker leaves the agent's ready marker unwritten (migrate writes it
+	// after its own verification, with MarkReady).
+	NoMarker bool
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// AgentResult summarises a restore onto an agent.
+type AgentResult struct {
+	Snapshot     string             `json:"snapshot"`
+	SnapshotHost string             `json:"snapshot_host"`
+	Target       string             `json:"target"` // the agent's host name
+	Agent        string             `json:"agent"`
+	Paths        []string           `json:"paths"`
+	DryRun       bool               `json:"dry_run,omitempty"`
+	ChunksSent   int64              `json:"chunks_sent"`
+	ChunkBytes   int64              `json:"chunk_bytes"` // plain bytes of the chunks sent
+	Wire         transport.Stats    `json:"wire"`
+	DurationMS   float64            `json:"duration_ms"`
+	Phases       map[string]float64 `json:"phases_ms"`
+	// Outcome is what the agent reported: counts, the freeze window of the
+	// swap, the previous copies kept, the marker written.
+	Outcome proto.RestoreResult `json:"agent_result"`
+}
+
+// Agent streams snapshot sn to the agent conn reaches (a restore session:
+// the restore key, or an exec agent with --allow-restore). The agent stages
+// it beside its live data, verifies it and swaps it in; see "Restore
+// session" in proto/PROTOCOL.md. The agent may ask only for chunks of this
+// snapshot: asking for anything else ends the session, so a restore tells
+// a VPS nothing about other hosts' data.
+func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.Connecter, opts AgentOptions) (res *AgentResult, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	start := time.Now()
+	res = &AgentResult{Snapshot: sn.ID.String(), SnapshotHost: sn.Hostname, Paths: sn.Paths, DryRun: opts.DryRun, Phases: map[string]float64{}}
+	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
+	if sn.Tree == nil {
+		return res, fmt.Errorf("snapshot %s has no tree", sn.ID.Str())
+	}
+
+	t := time.Now()
+	w, err := conn.Connect(ctx, "restore")
+	if err != nil {
+		return res, err
+	}
+	phase("connect", t)
+	ctx, cancel := context.WithCancel(ctx)
+	s := &agentSession{
+		repo: r, sn: sn, opts: opts, res: res, logf: logf, cancel: cancel,
+		conn:    proto.NewConn(w, w),
+		content: map[proto.ID]bool{},
+		queue:   newIDQueue(ctx),
+	}
+	err = s.run(ctx)
+	cancel()
+	res.Wire = w.Stats()
+	closeErr := w.Close()
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	if err != nil {
+		var pe *proto.Error
+		if tail := w.Stderr(); tail != "" && !errors.As(err, &pe) {
+			err = fmt.Errorf("%w\nagent said: %s", err, tail)
+		}
+		return res, fmt.Errorf("restore onto %s: %w", s.target(), err)
+	}
+	if closeErr != nil {
+		logf("warning: agent exit: %v", closeErr)
+	}
+	return res, nil
+}
+
+type agentSession struct {
+	repo   *repo.Repo
+	sn     *repo.Snapshot
+	opts   AgentOptions
+	res    *AgentResult
+	logf   func(string, ...any)
+	cancel context.CancelFunc
+	conn   *proto.Conn
+	hello  proto.HelloReply
+
+	// content holds every chunk of the snapshot; complete (and read-only)
+	// once treeSent is closed.
+	content  map[proto.ID]bool
+	treeSent chan struct{}
+	queue    *idQueue
+	end      proto.ManifestEnd
+
+	mu       sync.Mutex
+	firstErr error
+	result   *proto.RestoreResult
+}
+
+func (s *agentSession) target() string {
+	if s.hello.Host != "" {
+		return s.hello.Host
+	}
+	return "the agent"
+}
+
+// fail records the session's error and stops it. The agent's own report
+// wins over what it caused on this side (a broken pipe, a closed wire).
+func (s *agentSession) fail(err error) {
+	s.mu.Lock()
+	var pe *proto.Error
+	if s.firstErr == nil || (errors.As(err, &pe) && !errors.As(s.firstErr, &pe)) {
+		s.firstErr = err
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+func (s *agentSession) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firstErr
+}
+
+func (s *agentSession) run(ctx context.Context) error {
+	if err := s.handshake(); err != nil {
+		return err
+	}
+	begin := proto.RestoreBegin{
+		Snapshot: s.sn.ID.String(), Host: s.sn.Hostname, Time: s.sn.Time, Paths: s.sn.Paths,
+		DryRun: s.opts.DryRun, NoMarker: s.opts.NoMarker,
+	}
+	if err := s.conn.Send(proto.TRestoreBegin, &begin); err != nil {
+		return fmt.Errorf("send restore-begin: %w", err)
+	}
+
+	s.treeSent = make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		s.read(ctx)
+	}()
+
+	t := time.Now()
+	s.logf("%s: streaming the tree of snapshot %s", s.target(), s.sn.ID.Str())
+	err := s.sendTree(ctx)
+	close(s.treeSent)
+	s.res.Phases["tree"] = float64(time.Since(t).Microseconds()) / 1000
+	if err != nil {
+		s.fail(err)
+	} else {
+		t = time.Now()
+		if err := s.sendChunks(ctx); err != nil {
+			s.fail(err)
+		}
+		s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
+	}
+	// The agent's answer (a result or an error) ends the reader; a
+	// cancelled context closes the wire under it.
+	<-readerDone
+	if err := s.err(); err != nil {
+		return err
+	}
+	if s.result == nil {
+		return fmt.Errorf("agent closed the session without a result")
+	}
+	s.res.Outcome = *s.result
+	return nil
+}
+
+// handshake sends hello and checks the agent can take this snapshot.
+func (s *agentSession) handshake() error {
+	hello := proto.Hello{
+		Versions:          []int{proto.Version},
+		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
+		Client:            "haul " + backup.Version,
+	}
+	if err := s.conn.Send(proto.THello, &hello); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	s.res.Target, s.res.Agent = s.hello.Host, s.hello.Agent
+	if s.hello.Verb != "restore" {
+		return fmt.Errorf("agent answered verb %q to a restore request", s.hello.Verb)
+	}
+	if !s.hello.RestoreAllowed {
+		return fmt.Errorf("the agent does not allow restore with this key (its forced command lacks --allow-restore)")
+	}
+	want := cleanPaths(s.sn.Paths)
+	have := cleanPaths(s.hello.DataPaths)
+	if !slices.Equal(want, have) {
+		return fmt.Errorf("snapshot %s holds %s, but %s's data paths are %s: restore onto a host with the same data_paths, or locally with --target DIR",
+			s.sn.ID.Str(), strings.Join(want, ", "), s.hello.Host, strings.Join(have, ", "))
+	}
+	return nil
+}
+
+func cleanPaths(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = strings.TrimSuffix(p, "/")
+	}
+	slices.Sort(out)
+	return out
+}
+
+// read takes the agent's frames: wants, then the result or an error.
+func (s *agentSession) read(ctx context.Context) {
+	for {
+		t, p, err := s.conn.R.Read()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("connection lost: %w", err))
+			}
+			s.queue.close()
+			return
+		}
+		switch t {
+		case proto.TRestoreWant:
+			if len(p) == 0 {
+				s.queue.close()
+				continue
+			}
+			select {
+			case <-s.treeSent:
+			default:
+				s.fail(fmt.Errorf("%w: agent asked for chunks before the tree was sent", proto.ErrFrame))
+				return
+			}
+			ids, err := proto.DecodeWant(p)
+			if err != nil {
+				s.fail(err)
+				return
+			}
+			for _, id := range ids {
+				if !s.content[id] {
+					s.fail(fmt.Errorf("%w: agent asked for chunk %s, which is not in snapshot %s", proto.ErrFrame, id.Short(), s.sn.ID.Str()))
+					return
+				}
+			}
+			s.queue.push(ids)
+		case proto.TRestoreResult:
+			var r proto.RestoreResult
+			if err := proto.Decode(t, p, &r); err != nil {
+				s.fail(err)
+				return
+			}
+			s.mu.Lock()
+			s.result = &r
+			s.mu.Unlock()
+			s.queue.close()
+			return
+		case proto.TError:
+			var e proto.Error
+			if err := proto.Decode(t, p, &e); err != nil {
+				s.fail(err)
+				return
+			}
+			s.fail(fmt.Errorf("agent: %w", &e))
+			s.queue.close()
+			return
+		default:
+			s.fail(fmt.Errorf("%w: unexpected %s from the agent during a restore", proto.ErrFrame, t))
+			return
+		}
+	}
+}
+
+// sendTree streams the snapshot's tree as the backup manifest is streamed:
+// rooted at "/", each directory's nodes in the tree's order, a TDirEnd
+// after each directory's children.
+func (s *agentSession) sendTree(ctx context.Context) error {
+	if err := s.sendDir(ctx, *s.sn.Tree, "/"); err != nil {
+		return err
+	}
+	if err := s.conn.Send(proto.TManifestEnd, &s.end); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *agentSession) sendDir(ctx context.Context, id restic.ID, path string) error {
+	it, err := data.LoadTree(ctx, s.repo, id)
+	if err != nil {
+		return fmt.Errorf("load tree %s (%s): %w", id.Str(), path, err)
+	}
+	var nodes []*data.Node
+	for item := range it {
+		if item.Error != nil {
+			return fmt.Errorf("decode tree %s (%s): %w", id.Str(), path, item.Error)
+		}
+		nodes = append(nodes, item.Node)
+	}
+	for _, dn := range nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, ok := fromResticNode(dn)
+		if !ok {
+			s.logf("warning: %s%s has type %q, which is not restored (restic skips it too)", path, dn.Name, dn.Type)
+			continue
+		}
+		if err := s.chunkLengths(n, path); err != nil {
+			return err
+		}
+		b, err := proto.Encode(n)
+		if err != nil {
+			return fmt.Errorf("%s%s: %w", path, dn.Name, err)
+		}
+		if err := s.conn.W.Write(proto.TNode, b); err != nil {
+			return err
+		}
+		switch n.Type {
+		case proto.NodeFile:
+			s.end.Files++
+			s.end.Bytes += int64(n.Size)
+			for _, c := range n.Chunks {
+				s.content[c.ID] = true
+				s.end.Chunks++
+			}
+		case proto.NodeDir:
+			s.end.Dirs++
+			if dn.Subtree == nil {
+				return fmt.Errorf("snapshot %s is damaged: directory %s%s has no subtree", s.sn.ID.Str(), path, dn.Name)
+			}
+			if err := s.sendDir(ctx, *dn.Subtree, path+dn.Name+"/"); err != nil {
+				return err
+			}
+			if err := s.conn.W.Write(proto.TDirEnd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// fromResticNode converts a snapshot node for the wire. Irregular nodes
+// and nodes whose backup failed are not sent.
+func fromResticNode(dn *data.Node) (*proto.Node, bool) {
+	switch dn.Type {
+	case data.NodeTypeFile, data.NodeTypeDir, data.NodeTypeSymlink, data.NodeTypeDev,
+		data.NodeTypeCharDev, data.NodeTypeFifo, data.NodeTypeSocket:
+	default:
+		return nil, false
+	}
+	n := &proto.Node{
+		Name:     []byte(dn.Name),
+		Type:     string(dn.Type),
+		Mode:     uint32(dn.Mode),
+		UID:      dn.UID,
+		GID:      dn.GID,
+		User:     dn.User,
+		Group:    dn.Group,
+		MTime:    unixNano(dn.ModTime),
+		ATime:    unixNano(dn.AccessTime),
+		CTime:    unixNano(dn.ChangeTime),
+		Inode:    dn.Inode,
+		DeviceID: dn.DeviceID,
+		Links:    dn.Links,
+		Device:   dn.Device,
+	}
+	if dn.Type == data.NodeTypeSymlink {
+		n.LinkTarget = []byte(dn.LinkTarget)
+		if len(dn.LinkTargetRaw) > 0 {
+			n.LinkTarget = dn.LinkTargetRaw
+		}
+	}
+	if dn.Type == data.NodeTypeFile {
+		n.Size = dn.Size
+		n.Chunks = make([]proto.ChunkRef, len(dn.Content))
+		for i, id := range dn.Content {
+			n.Chunks[i] = proto.ChunkRef{ID: proto.ID(id)}
+		}
+	}
+	return n, true
+}
+
+// chunkLengths fills in each chunk's plain length from the index: restic's
+// tree lists only the IDs, the agent needs the offsets.
+func (s *agentSession) chunkLengths(n *proto.Node, path string) error {
+	for i := range n.Chunks {
+		size, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(n.Chunks[i].ID))
+		if !ok {
+			return fmt.Errorf("snapshot %s: %s%s needs chunk %s, which the repository's index lacks (run `restic check`)", s.sn.ID.Str(), path, n.Name, n.Chunks[i].ID.Short())
+		}
+		n.Chunks[i].Length = uint32(size)
+	}
+	return nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// idQueue is an unbounded FIFO of wanted IDs, so the frame reader never
+// blocks on the chunk loaders (the agent may still be sending wants while
+// it waits for chunks).
+type idQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	ids    []proto.ID
+	closed bool
+	ctx    context.Context
+}
+
+func newIDQueue(ctx context.Context) *idQueue {
+	q := &idQueue{ctx: ctx}
+	q.cond = sync.NewCond(&q.mu)
+	context.AfterFunc(ctx, q.close)
+	return q
+}
+
+func (q *idQueue) push(ids []proto.ID) {
+	q.mu.Lock()
+	q.ids = append(q.ids, ids...)
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+func (q *idQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Broadcast()
+}
+
+// pop returns one ID; ok is false once the queue is closed and empty.
+func (q *idQueue) pop() (proto.ID, bool, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.ids) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if err := q.ctx.Err(); err != nil {
+		return proto.ID{}, false, err
+	}
+	if len(q.ids) == 0 {
+		return proto.ID{}, false, nil
+	}
+	id := q.ids[0]
+	q.ids = q.ids[1:]
+	return id, true, nil
+}
+
+type chunkFrame struct {
+	hdr, body []byte
+	plain     int
+}
+
+// sendChunks loads the wanted chunks from the repository in parallel,
+// compresses them, and sends them; then the commit.
+func (s *agentSession) sendChunks(ctx context.Context) error {
+	workers := max(2, min(runtime.GOMAXPROCS(0), 8))
+	frames := make(chan chunkFrame, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.loadChunks(ctx, frames); err != nil {
+				s.fail(err)
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(frames) }()
+
+	var werr error
+	for f := range frames {
+		if werr != nil {
+			continue // drain so the loaders finish
+		}
+		werr = s.conn.W.Write(proto.TChunk, f.hdr, f.body)
+		if werr == nil && len(frames) == 0 {
+			werr = s.conn.W.Flush()
+		}
+		s.res.ChunksSent++
+		s.res.ChunkBytes += int64(f.plain)
+	}
+	if werr != nil {
+		return werr
+	}
+	if err := s.err(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.logf("%s: %d chunks sent (%d bytes); the agent verifies and swaps", s.target(), s.res.ChunksSent, s.res.ChunkBytes)
+	return s.conn.Send(proto.TRestoreCommit, &proto.RestoreCommit{})
+}
+
+func (s *agentSession) loadChunks(ctx context.Context, out chan<- chunkFrame) error {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	var buf []byte
+	for {
+		id, ok, err := s.queue.pop()
+		if err != nil || !ok {
+			return err
+		}
+		buf, err = s.repo.LoadBlob(ctx, restic.DataBlob, restic.ID(id), buf[:0])
+		if err != nil {
+			return fmt.Errorf("load chunk %s from the repository: %w (run `restic check --read-data`)", id.Short(), err)
+		}
+		if len(buf) == 0 || len(buf) > proto.MaxChunk {
+			return fmt.Errorf("chunk %s in the repository has %d bytes, more than a restic chunk can have", id.Short(), len(buf))
+		}
+		hdrEnc, body := proto.EncZstd, enc.EncodeAll(buf, make([]byte, 0, len(buf)/2+64))
+		if len(body) >= len(buf) {
+			hdrEnc, body = proto.EncRaw, append([]byte(nil), buf...)
+		}
+		select {
+		case out <- chunkFrame{hdr: proto.ChunkHeader(id, hdrEnc, len(buf)), body: body, plain: len(buf)}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// MarkReady writes the agent's ready marker over a restore session without
+// restoring anything (TMark). snapshot and host, if set, are recorded in
+// the marker.
+func MarkReady(ctx context.Context, conn transport.Connecter, snapshot, host string) (*proto.RestoreResult, error) {
+	w, err := conn.Connect(ctx, "restore")
+	if err != nil {
+		return nil, err
+	}
+	c := proto.NewConn(w, w)
+	res, err := func() (*proto.RestoreResult, error) {
+		if err := c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version}); err != nil {
+			return nil, err
+		}
+		var hello proto.HelloReply
+		if err := c.Expect(proto.THelloReply, &hello); err != nil {
+			return nil, fmt.Errorf("hello: %w", err)
+		}
+		if err := c.Send(proto.TMark, &proto.Mark{Snapshot: snapshot, Host: host}); err != nil {
+			return nil, err
+		}
+		var r proto.RestoreResult
+		if err := c.Expect(proto.TRestoreResult, &r); err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}()
+	closeErr := w.Close()
+	if err != nil {
+		var pe *proto.Error
+		if tail := w.Stderr(); tail != "" && !errors.As(err, &pe) {
+			err = fmt.Errorf("%w\nagent said: %s", err, tail)
+		}
+		return nil, fmt.Errorf("mark ready: %w", err)
+	}
+	_ = closeErr
+	return res, nil
+}
