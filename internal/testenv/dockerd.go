@@ -370,7 +370,8 @@ func imageTar(t testing.TB, pkgDir string) string {
 		t.Fatalf("testenv: %v", err)
 	}
 	bin := filepath.Join(out, "app")
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, target)
+	// No -trimpath: it would recompile the standard library on a cold cache.
+	cmd := exec.Command(goTool(), "build", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, target)
 	cmd.Dir = buildDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -280,3 +280,17 @@ func TestRequire(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedDockerd(t *testing.T) {
+	t.Parallel()
+	d := SharedDockerd(t)
+	if again := SharedDockerd(t); again != d {
+		t.Fatal("SharedDockerd started a second daemon")
+	}
+	if v := d.Docker(t, "version", "--format", "{{.Server.Version}}"); v == "" {
+		t.Error("empty server version")
+	}
+	if _, err := os.Stat(d.Socket); err != nil {
+		t.Error(err)
+	}
+}
