@@ -76,6 +76,11 @@ func TestForgetMatchesResticAndPruneKeepsRestorable(t *testing.T) {
 		resticBackup("beta", beta, at)
 	}
 
+	// Without a policy haul, like restic, refuses to guess.
+	if r := e.Run("forget"); r.Code != 2 || !strings.Contains(r.Stderr, "no retention policy applies") {
+		t.Fatalf("forget without retention: exit %d\n%s", r.Code, r.Stderr)
+	}
+
 	// haul's own snapshots of alpha's first path join the same group.
 	e.WriteConfig(retentionTOML + fmt.Sprintf(`
 [[hosts]]
