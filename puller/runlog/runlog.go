@@ -13,14 +13,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/term"
 )
 
 // IsTerminal reports whether w is a terminal.
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	return ok && isTerminal(f.Fd())
 }
 
 // Log collects a run's events.
@@ -34,6 +32,8 @@ type Log struct {
 	stop   chan struct{}
 	done   chan struct{}
 	drawn  bool
+
+	closeOnce sync.Once
 }
 
 // Options configures a Log.
@@ -70,16 +70,18 @@ func (l *Log) Errorf(format string, args ...any) { l.event(nil, true, format, ar
 // Tail returns the last lines of the whole run.
 func (l *Log) Tail() string { return l.tail.String() }
 
-// Close stops the progress line and clears it.
+// Close stops the progress line and clears it. It may be called again.
 func (l *Log) Close() {
 	if l.bar == nil {
 		return
 	}
-	close(l.stop)
-	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.clearBar()
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.clearBar()
+	})
 }
 
 func (l *Log) event(h *Host, failure bool, format string, args ...any) {

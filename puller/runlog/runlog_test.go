@@ -80,6 +80,7 @@ func TestProgressLineOnlyWhenAsked(t *testing.T) {
 	h.Logf("vps1: snapshot saved")
 	h.Done()
 	l.Close()
+	l.Close() // callers close explicitly and in a defer
 	out := bar.String()
 	if !strings.Contains(out, "\r\033[K") || !strings.Contains(out, "vps1: pulling 3.0 MiB") || !strings.Contains(out, "[0/1 done]") {
 		t.Fatalf("progress output: %q", out)

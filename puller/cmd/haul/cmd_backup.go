@@ -199,8 +199,8 @@ func pullHost(ctx context.Context, cfg *config.Config, h *config.Host, tags []st
 		return res, err
 	}
 	defer unlock()
-	logf("%s: pulling", h.Name)
 	phase("pulling")
+	logf("%s: pulling", h.Name)
 	res, err = backup.Run(lctx, r, conn, backup.Options{
 		Host: h.Name, Tags: append(append([]string(nil), h.Tags...), tags...), CacheDir: cfg.CacheDir, Logf: logf,
 	})
