@@ -101,10 +101,12 @@ func TestAgentKilledMidFreeze(t *testing.T) {
 			if !strings.Contains(string(log), fmt.Sprintf("agent pid %d died during its freeze", pid)) || !strings.Contains(string(log), "resumed") {
 				t.Errorf("guard.log does not tell what happened:\n%s", log)
 			}
-			// The next backup works as usual.
+			// The next backup works as usual, in the stack's order.
+			since := time.Now()
 			if r, stderr, err := h.backupNoHold(); err != nil || !r.OK {
 				t.Fatalf("backup after recovery: %v %+v\n%s", err, r, stderr)
 			}
+			s.checkOrder(since, mode)
 			s.checkUp("after the next backup")
 		})
 	}

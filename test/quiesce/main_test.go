@@ -16,11 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/haulproject/haul/internal/testenv"
+	"github.com/haulproject/haul/internal/workload"
 )
 
 func TestMain(m *testing.M) {
@@ -48,8 +50,11 @@ type stack struct {
 func (s *stack) DB() string { return filepath.Join(s.data, "config", "db", "db.sqlite") }
 
 // newStack creates and starts the containers of project (unique per test:
-// tests share the daemon). data is created if empty.
-func newStack(t testing.TB, d *testenv.Dockerd, project, data string) *stack {
+// tests share the daemon): pangolin, gerbil and traefik, or only the first
+// services of them (container starts are slow here; a test that repeats
+// them many times keeps fewer), plus the idle one. data is created if
+// empty.
+func newStack(t testing.TB, d *testenv.Dockerd, project, data string, services ...string) *stack {
 	t.Helper()
 	img := d.ImportImage(t, "testdata/stackapp", imageName)
 	if data == "" {
@@ -68,12 +73,15 @@ func newStack(t testing.TB, d *testenv.Dockerd, project, data string) *stack {
 		cmd     []string
 		health  *healthcheck
 	}{
-		{"pangolin", "", []string{"sqlite", "/data/config/db/db.sqlite", "1ms"}, health},
+		{"pangolin", "", []string{"sqlite", "/data/config/db/db.sqlite", "2ms"}, health},
 		{"gerbil", "pangolin:service_healthy:false", []string{"append", "/data/config/logs/gerbil.log", "5ms"}, nil},
 		{"traefik", "pangolin:service_healthy:false,gerbil:service_started:false", []string{"append", "/data/config/logs/traefik-access.log", "5ms"}, nil},
 		{"idle", "", []string{"append", "/data/config/logs/idle.log", "1s"}, nil},
 	}
 	for _, sp := range specs {
+		if len(services) > 0 && sp.service != "idle" && !slices.Contains(services, sp.service) {
+			continue
+		}
 		name := project + "-" + sp.service
 		labels := map[string]string{
 			"com.docker.compose.project": project,
@@ -388,11 +396,15 @@ func (h *host) snapshots() []snapshotJSON {
 	return sns
 }
 
-// restoreDB restores the database directory of one snapshot with the
-// restic CLI and returns the restored database's path.
-func (h *host) restoreDB(snapshotID, dbPath string) string {
-	h.t.Helper()
+// restoreAndCheck restores the database directory of one snapshot with the
+// restic CLI and checks it with workload.CheckSeq; it returns the
+// sequence's last n. Safe to call from several goroutines.
+func (h *host) restoreAndCheck(snapshotID, dbPath string) (int64, error) {
 	target := filepath.Join(h.dir, "restore-"+snapshotID[:8])
-	testenv.Restic(h.t, h.Repo, h.Password, "restore", snapshotID, "--target", target, "--include", filepath.Dir(dbPath))
-	return filepath.Join(target, dbPath)
+	defer os.RemoveAll(target)
+	out, errOut, err := testenv.ResticErr(h.t, h.Repo, h.Password, "restore", snapshotID, "--target", target, "--include", filepath.Dir(dbPath))
+	if err != nil {
+		return 0, fmt.Errorf("restic restore %s: %v\n%s%s", snapshotID[:8], err, out, errOut)
+	}
+	return workload.CheckSeq(filepath.Join(target, dbPath))
 }

@@ -1,12 +1,12 @@
 package quiesce_test
 
 import (
-	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/haulproject/haul/internal/testenv"
-	"github.com/haulproject/haul/internal/workload"
 )
 
 // backupsPerMode is how many backups each mode takes while the database is
@@ -24,7 +24,11 @@ func TestConsistentSnapshots(t *testing.T) {
 	testenv.ResticBin(t)
 	for _, mode := range []string{"stop", "pause", "none"} {
 		t.Run(mode, func(t *testing.T) {
-			s := newStack(t, d, "qa-consist-"+mode, "")
+			t.Parallel()
+			// Only pangolin (the writer) and the idle container: starting a
+			// container takes most of a second here, and the full stack's
+			// order is checked in TestAgentKilledMidFreeze.
+			s := newStack(t, d, "qa-consist-"+mode, "", "pangolin")
 			h := newHost(t, s.data, map[string]any{"mode": mode, "compose_project": s.project, "docker_host": d.Host, "timeout": "20s"})
 			var ids []string
 			var freezes []float64
@@ -64,23 +68,36 @@ func TestConsistentSnapshots(t *testing.T) {
 				}
 			}
 
+			// Restore and check every snapshot, two at a time.
+			maxes := make([]int64, len(ids))
+			errs := make([]error, len(ids))
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 2)
+			for i, id := range ids {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					maxes[i], errs[i] = h.restoreAndCheck(id, s.DB())
+				}()
+			}
+			wg.Wait()
 			var bad []string
 			var prev int64
-			for i, id := range ids {
-				db := h.restoreDB(id, s.DB())
-				n, err := workload.CheckSeq(db)
-				if err == nil && n < prev {
-					err = errorf("sequence went back from %d to %d", prev, n)
+			for i := range ids {
+				err := errs[i]
+				if err == nil && maxes[i] < prev {
+					err = errorf("sequence went back from %d to %d", prev, maxes[i])
 				}
-				if err == nil && n == 0 {
+				if err == nil && maxes[i] == 0 {
 					err = errorf("sequence is empty")
 				}
 				if err != nil {
 					bad = append(bad, "snapshot "+itoa(i+1)+": "+err.Error())
 					continue
 				}
-				prev = n
-				_ = os.RemoveAll(strings.TrimSuffix(db, s.DB()))
+				prev = maxes[i]
 			}
 			t.Logf("mode %s: %d/%d snapshots consistent, last sequence n=%d, freeze windows (ms): %s",
 				mode, backupsPerMode-len(bad), backupsPerMode, prev, summarize(freezes))
@@ -107,4 +124,39 @@ func hasPhase(ps []struct {
 		}
 	}
 	return false
+}
+
+// checkOrder reads the daemon's events for the stack since a backup began:
+// targets must be stopped (paused) in reverse start order and started
+// (unpaused) in order, each start after a healthy report of pangolin, which
+// the others depend on.
+func (s *stack) checkOrder(since time.Time, mode string) {
+	s.t.Helper()
+	out := s.d.Docker(s.t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Format(time.RFC3339Nano),
+		"--filter", "label=com.docker.compose.project="+s.project, "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+	keep := map[string]bool{"stop": true, "start": true, "pause": true, "unpause": true, "health_status: healthy": true}
+	var got []string
+	for _, l := range strings.Split(out, "\n") {
+		i := strings.LastIndexByte(l, ' ')
+		if i > 0 && keep[l[:i]] {
+			got = append(got, l)
+		}
+	}
+	down, up := "pause ", "unpause "
+	if mode == "stop" {
+		down, up = "stop ", "start "
+	}
+	var want []string
+	for i := len(s.running) - 1; i >= 0; i-- {
+		want = append(want, down+s.running[i])
+	}
+	for i, n := range s.running {
+		want = append(want, up+n)
+		if i == 0 && mode == "stop" {
+			want = append(want, "health_status: healthy "+n)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		s.t.Errorf("docker events during the first backup:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/agent/quiesce"
+)
+
+// The guard resumes through the real quiesce code; its targets here are
+// systemd units, answered by a stand-in systemctl first on PATH (no
+// systemd runs here) that records its calls.
+func standInSystemctl(t *testing.T) (callsLog string) {
+	t.Helper()
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/calls.log\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	return filepath.Join(dir, "calls.log")
+}
+
+func readCalls(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}
+
+var unitTargets = []quiesce.Target{
+	{Kind: quiesce.KindUnit, Name: "db.service", Action: "stop"},
+	{Kind: quiesce.KindUnit, Name: "web.service", Action: "stop"},
+}
+
+const wantStarts = "start -- db.service\nstart -- web.service"
+
+// fakeAgent starts a process standing in for a frozen agent.
+func fakeAgent(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+func writeTestMarker(t *testing.T, cfg *Config, name string, pid int, deadline time.Duration) {
+	t.Helper()
+	now := time.Now()
+	m := &FrozenMarker{PID: pid, PIDStart: procStartTime(pid), Started: now, Deadline: now.Add(deadline), Mode: "stop", Targets: unitTargets}
+	if err := writeMarker(filepath.Join(cfg.StateDir, name), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func logTo(t *testing.T) (func(string, ...any), *strings.Builder) {
+	var b strings.Builder
+	return func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }, &b
+}
+
+func TestRecover(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		marker   string
+		alive    bool
+		deadline time.Duration
+		acts     bool
+	}{
+		{"agent gone, frozen", "frozen.json", false, 30 * time.Second, true},
+		{"agent gone, thawing", "thawing.json", false, 30 * time.Second, true},
+		{"agent frozen within deadline", "frozen.json", true, 30 * time.Second, false},
+		{"agent frozen past deadline", "frozen.json", true, -time.Second, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			calls := standInSystemctl(t)
+			cfg := freezeConfig(t)
+			pid := deadPID(t)
+			if c.alive {
+				pid = fakeAgent(t).Process.Pid
+			}
+			writeTestMarker(t, cfg, c.marker, pid, c.deadline)
+			logf, log := logTo(t)
+			acted, err := Recover(context.Background(), cfg, logf)
+			if err != nil || acted != c.acts {
+				t.Fatalf("Recover = %v, %v; want acted %v\n%s", acted, err, c.acts, log)
+			}
+			if !c.acts {
+				if readCalls(calls) != "" || len(markersLeft(cfg)) != 1 || !strings.Contains(log.String(), "in progress") {
+					t.Errorf("a live freeze was touched: calls %q, markers %v, log %s", readCalls(calls), markersLeft(cfg), log)
+				}
+				return
+			}
+			if got := readCalls(calls); got != wantStarts {
+				t.Errorf("calls %q, want %q", got, wantStarts)
+			}
+			if left := markersLeft(cfg); len(left) != 0 {
+				t.Errorf("markers left %v", left)
+			}
+			if !strings.Contains(log.String(), "resumed unit db.service, unit web.service") {
+				t.Errorf("log:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestWatchResumesWhenAgentDies: the watchdog notices its agent's death
+// (a zombie its parent has not reaped counts as dead) and resumes.
+func TestWatchResumesWhenAgentDies(t *testing.T) {
+	calls := standInSystemctl(t)
+	cfg := freezeConfig(t)
+	agent := fakeAgent(t)
+	writeTestMarker(t, cfg, "frozen.json", agent.Process.Pid, 30*time.Second)
+	logf, log := logTo(t)
+	done := make(chan error, 1)
+	go func() { done <- Watch(context.Background(), cfg, agent.Process.Pid, logf) }()
+	time.Sleep(100 * time.Millisecond)
+	if readCalls(calls) != "" {
+		t.Fatalf("the watchdog acted while the agent lived: %s", readCalls(calls))
+	}
+	_ = agent.Process.Kill() // not reaped: a zombie
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watchdog did not act within 10s of the agent's death")
+	}
+	if got := readCalls(calls); got != wantStarts {
+		t.Errorf("calls %q", got)
+	}
+	if !strings.Contains(log.String(), fmt.Sprintf("agent pid %d died during its freeze", agent.Process.Pid)) || len(markersLeft(cfg)) != 0 {
+		t.Errorf("log %s, markers %v", log, markersLeft(cfg))
+	}
+}
+
+// TestWatchExitsWhenFreezeEnds: a freeze that ends normally leaves the
+// watchdog nothing to do.
+func TestWatchExitsWhenFreezeEnds(t *testing.T) {
+	calls := standInSystemctl(t)
+	cfg := freezeConfig(t)
+	agent := fakeAgent(t)
+	writeTestMarker(t, cfg, "frozen.json", agent.Process.Pid, 30*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- Watch(context.Background(), cfg, agent.Process.Pid, func(string, ...any) {}) }()
+	time.Sleep(100 * time.Millisecond)
+	if err := os.Remove(cfg.FrozenMarkerPath()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil || readCalls(calls) != "" {
+			t.Fatalf("err %v, calls %q", err, readCalls(calls))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watchdog did not exit after the freeze ended")
+	}
+}
+
+// TestFreezeRecoversLeftover: a new freeze first brings back what a dead
+// agent left quiesced, and refuses while a live one holds the marker.
+func TestFreezeRecoversLeftover(t *testing.T) {
+	calls := standInSystemctl(t)
+	cfg := freezeConfig(t)
+	writeTestMarker(t, cfg, "thawing.json", deadPID(t), 30*time.Second)
+	q := &fakeQuiescer{targets: web}
+	if _, _, _, err := Freeze(context.Background(), q, cfg, func(context.Context) (mirror.Stats, error) { return mirror.Stats{}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCalls(calls); got != wantStarts || q.got() != "plan quiesce resume" {
+		t.Errorf("calls %q, quiescer %q", got, q.got())
+	}
+	if log, _ := os.ReadFile(cfg.GuardLogPath()); !strings.Contains(string(log), "a new freeze found the marker") {
+		t.Errorf("guard.log:\n%s", log)
+	}
+
+	writeTestMarker(t, cfg, "frozen.json", fakeAgent(t).Process.Pid, 30*time.Second)
+	q = &fakeQuiescer{targets: web}
+	_, _, _, err := Freeze(context.Background(), q, cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "still holds the freeze marker") || q.got() != "" {
+		t.Fatalf("err %v, calls %q", err, q.got())
+	}
+}
