@@ -26,6 +26,21 @@ func TestRestoreOntoFreshVPS(t *testing.T) {
 	n := newNAS(t, old.hostEntry(old.restoreKey), fresh.hostEntry(fresh.restoreKey))
 	n.haul("backup", "--host", "old")
 
+	// A dry run stages and verifies, then leaves the host as it was.
+	out := n.haul("restore", "--host", "old", "--to", "new", "--dry-run")
+	if !strings.Contains(out, "dry run") || !strings.Contains(out, "nothing swapped") {
+		t.Errorf("dry run output: %s", out)
+	}
+	if s := siblings(t, fresh.dir); !slices.Equal(s, []string{"pangolin"}) {
+		t.Errorf("after a dry run, beside the data path: %v", s)
+	}
+	if ents, _ := os.ReadDir(fresh.dir); len(ents) != 0 {
+		t.Errorf("a dry run wrote into the data dir: %v", ents)
+	}
+	if _, err := os.Stat(fresh.marker()); err == nil {
+		t.Error("a dry run wrote the ready marker")
+	}
+
 	res := n.restore("--host", "old", "--to", "new")
 	sameTree(t, old.dir, fresh.dir)
 	if res.Target != "new" || res.Outcome.Marker != fresh.marker() || len(res.Outcome.Kept) != 1 {
