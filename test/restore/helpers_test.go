@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 // host's data path: its forced commands run haul-agent in a private mount
 // namespace where its storage is bind-mounted over the data path's parent.
 type vps struct {
-	t          *testing.T
+	t          testing.TB
 	name       string
 	data       string // the data path, as the agent sees it
 	dir        string // where the test finds the data
@@ -59,7 +59,7 @@ type vpsOptions struct {
 	config         map[string]any // merged into the agent config
 }
 
-func newVPS(t *testing.T, name string, opts vpsOptions) *vps {
+func newVPS(t testing.TB, name string, opts vpsOptions) *vps {
 	t.Helper()
 	v := &vps{t: t, name: name}
 	storage := opts.storage
@@ -142,14 +142,14 @@ known_hosts = %q
 
 // nas is the puller's side: config, repository, password.
 type nas struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	cfg  string
 	repo string
 	pw   string
 }
 
-func newNAS(t *testing.T, hosts ...string) *nas {
+func newNAS(t testing.TB, hosts ...string) *nas {
 	t.Helper()
 	n := &nas{t: t, dir: t.TempDir()}
 	n.repo = filepath.Join(n.dir, "repo")
@@ -215,7 +215,7 @@ func (n *nas) restore(args ...string) restoreResult {
 // makeData writes a small Pangolin-like tree (workload) plus what a
 // restore must get right: owners, modes, symlinks of every kind, a hard
 // link, an empty dir, a non-UTF-8 name, a fifo, and set mtimes (dirs last).
-func makeData(t *testing.T, dir string, size int64) {
+func makeData(t testing.TB, dir string, size int64) {
 	t.Helper()
 	_, err := workload.Generate(dir, workload.Options{TargetSize: size, Seed: 42})
 	must(t, err)
@@ -257,7 +257,7 @@ func makeData(t *testing.T, dir string, size int64) {
 
 // sameTree fails the test unless b equals a in content, type, mode,
 // owner, mtime (dirs too), link targets and hard links.
-func sameTree(t *testing.T, a, b string) {
+func sameTree(t testing.TB, a, b string) {
 	t.Helper()
 	diffs, err := treecmp.Compare(a, b, treecmp.Options{Owner: os.Geteuid() == 0, DirMtime: true, Hardlinks: true})
 	must(t, err)
