@@ -192,6 +192,17 @@ command = ["/bin/false"]
 			t.Fatalf("snapshot %s restored without unique.bin", id[:8])
 		}
 	}
+	// haul reads what is left too, including restic-written snapshots.
+	target := t.TempDir()
+	var restored struct {
+		Snapshot string `json:"snapshot"`
+	}
+	clitest.Must(t, json.Unmarshal([]byte(e.MustHaul("restore", "--host", "beta", "--target", target, "--json").Stdout), &restored))
+	b, err := os.ReadFile(filepath.Join(target, beta, "unique.bin"))
+	clitest.Must(t, err)
+	if !keep[restored.Snapshot] || sha256.Sum256(b) != want[restored.Snapshot] {
+		t.Fatalf("haul restore of beta's latest snapshot %s: wrong snapshot or content", restored.Snapshot)
+	}
 	if r := e.MustHaul("check", "--read-data"); !strings.Contains(r.Stdout, "no errors were found") {
 		t.Fatalf("haul check --read-data: %s", r.Stdout)
 	}
