@@ -25,6 +25,10 @@ const DefaultDockerHost = "unix:///var/run/docker.sock"
 // ErrNotPaused is returned by Unpause for a container that is not paused.
 var ErrNotPaused = errors.New("container is not paused")
 
+// ErrContainerNotFound is wrapped by errors for a container the daemon
+// does not know.
+var ErrContainerNotFound = errors.New("container not found")
+
 // Docker is a client for the few Docker Engine API calls a freeze needs
 // (inspect, list by label, stop, start, pause, unpause), spoken as plain
 // HTTP/1.1 over the daemon's unix socket.
@@ -288,7 +292,7 @@ func (d *Docker) do(ctx context.Context, timeout time.Duration, method, path str
 	}
 	ae := &APIError{Status: status, Message: msg.Message}
 	if status == 404 && strings.Contains(path, "/containers/") {
-		return nil, fmt.Errorf("%s: container not found on %s (%s): check quiesce.containers; `docker ps -a` lists the names: %w", what, d.Host, msg.Message, ae)
+		return nil, fmt.Errorf("%s: %w on %s (%s): check quiesce.containers; `docker ps -a` lists the names", what, ErrContainerNotFound, d.Host, msg.Message)
 	}
 	return nil, fmt.Errorf("%s: %w", what, ae)
 }

@@ -342,7 +342,15 @@ func (s *Set) Resume(ctx context.Context) error {
 		}
 		start := time.Now()
 		err := s.resumeOne(ctx, t, i < last)
-		s.steps = append(s.steps, Step{Name: resumeVerb(t) + " " + t.Name, Took: time.Since(start)})
+		name := resumeVerb(t) + " " + t.Name
+		if errors.Is(err, ErrContainerNotFound) {
+			// Removed during the freeze (a compose down, or at shutdown on
+			// NixOS, where the stack's unit recreates its containers at
+			// boot): there is nothing left to bring back.
+			name += " (container gone, skipped)"
+			err = nil
+		}
+		s.steps = append(s.steps, Step{Name: name, Took: time.Since(start)})
 		if err != nil {
 			errs = append(errs, err)
 			continue

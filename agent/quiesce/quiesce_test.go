@@ -152,7 +152,7 @@ func TestDockerAgainstGoHTTPServer(t *testing.T) {
 	if err != nil || c.ID != "abc" || c.name() != "web" || !c.State.Running || !c.hasHealthcheck() {
 		t.Fatalf("inspect: %+v %v", c, err)
 	}
-	if _, err := d.Inspect(ctx, "gone", time.Second); err == nil || !strings.Contains(err.Error(), "container not found") || !strings.Contains(err.Error(), "No such container: gone") {
+	if _, err := d.Inspect(ctx, "gone", time.Second); !errors.Is(err, ErrContainerNotFound) || !strings.Contains(err.Error(), "No such container: gone") {
 		t.Errorf("inspect of a missing container: %v", err)
 	}
 	if err := d.Unpause(ctx, "web", time.Second); !errors.Is(err, ErrNotPaused) {
@@ -335,5 +335,22 @@ func TestResumeTargetsTriesEveryTarget(t *testing.T) {
 	}
 	if got := calls(t, dir); got != "start -- a.service\nstart -- b.service" {
 		t.Errorf("calls %q: both units must be started despite the container's failure", got)
+	}
+}
+
+// TestResumeSkipsRemovedContainer: a container removed during the freeze
+// (compose down; NixOS removes the stack's containers at shutdown) is
+// skipped, not an error that would keep the guard failing forever.
+func TestResumeSkipsRemovedContainer(t *testing.T) {
+	d := fakeEngine(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(404)
+		w.Write([]byte(`{"message":"No such container: web"}`))
+	}))
+	s := &Set{opts: Options{Mode: "stop"}, docker: d, planned: []Target{{Kind: KindContainer, Name: "web", Action: "stop"}}, planDone: true, touched: map[int]bool{0: true}}
+	if err := s.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Steps(); len(st) != 1 || !strings.Contains(st[0].Name, "container gone") {
+		t.Errorf("steps %+v", st)
 	}
 }

@@ -28,6 +28,9 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.StopShared()
+	if benchStack.dir != "" {
+		_ = os.RemoveAll(benchStack.dir)
+	}
 	os.Exit(code)
 }
 

@@ -1,6 +1,7 @@
 package quiesce_test
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -134,7 +135,9 @@ func (s *stack) checkOrder(since time.Time, mode string) {
 	s.t.Helper()
 	out := s.d.Docker(s.t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Format(time.RFC3339Nano),
 		"--filter", "label=com.docker.compose.project="+s.project, "--format", "{{.Action}} {{.Actor.Attributes.name}}")
-	keep := map[string]bool{"stop": true, "start": true, "pause": true, "unpause": true, "health_status: healthy": true}
+	// In pause mode a health probe may time out while frozen and report
+	// healthy again after: only stop mode's health events are ordered.
+	keep := map[string]bool{"stop": true, "start": true, "pause": true, "unpause": true, "health_status: healthy": mode == "stop"}
 	var got []string
 	for _, l := range strings.Split(out, "\n") {
 		i := strings.LastIndexByte(l, ' ')
@@ -159,4 +162,26 @@ func (s *stack) checkOrder(since time.Time, mode string) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		s.t.Errorf("docker events during the first backup:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// lastEvent returns the time of the stack's last event since since whose
+// action is in actions; it fails if there is none.
+func (s *stack) lastEvent(since time.Time, actions map[string]bool) time.Time {
+	s.t.Helper()
+	out := s.d.Docker(s.t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Format(time.RFC3339Nano),
+		"--filter", "label=com.docker.compose.project="+s.project, "--format", "{{.TimeNano}} {{.Action}}")
+	var last time.Time
+	for _, l := range strings.Split(out, "\n") {
+		ns, action, ok := strings.Cut(l, " ")
+		n, err := strconv.ParseInt(ns, 10, 64)
+		if ok && err == nil && actions[action] {
+			if t := time.Unix(0, n); t.After(last) {
+				last = t
+			}
+		}
+	}
+	if last.IsZero() {
+		s.t.Fatalf("no %v event for %s since %s:\n%s", actions, s.project, since, out)
+	}
+	return last
 }
