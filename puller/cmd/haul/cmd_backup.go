@@ -12,6 +12,7 @@ import (
 	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/notify"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/runlog"
 	"github.com/haulproject/haul/puller/status"
 	"github.com/haulproject/haul/puller/transport"
@@ -61,7 +62,16 @@ func runBackup(c *cli.Context) error {
 		return err
 	}
 	repoID := r.Config().ID
-	r.Close()
+	// The first host reuses this handle: opening derives the key (scrypt,
+	// about half a second), which a no-change run should pay only once.
+	spare <- r
+	defer func() {
+		select {
+		case r := <-spare:
+			r.Close()
+		default:
+		}
+	}()
 
 	runPing := newPinger(cfg, cfg.Notify.PingURL, cfg.Notify.PingURLFile, "[notify]", log.Errorf)
 	runPing.Start(ctx)
@@ -169,6 +179,10 @@ func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {
 	return hosts, nil
 }
 
+// spare holds a repository handle opened before the hosts start; one host
+// takes it instead of opening its own.
+var spare = make(chan *repo.Repo, 1)
+
 // backupHost opens its own repository handle, so hosts pulled in parallel
 // each have their own blob uploader; restic's shared lock lets them, and a
 // concurrent restic backup, run side by side.
@@ -186,9 +200,14 @@ func pullHost(ctx context.Context, cfg *config.Config, h *config.Host, tags []st
 	}
 	res := &backup.Result{Host: h.Name}
 	phase("opening repository")
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return res, err
+	var r *repo.Repo
+	select {
+	case r = <-spare:
+	default:
+		var err error
+		if r, err = openRepo(ctx, cfg); err != nil {
+			return res, err
+		}
 	}
 	defer r.Close()
 	phase("locking")
