@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -75,7 +74,7 @@ func (s *session) refuseRestore(b *proto.RestoreBegin) error {
 		return coded(proto.CodeRefused, "snapshot %s of host %s holds paths %s, but this agent's data_paths are %s: restore it onto a host with the same data paths, or restore it locally with `haul restore --target DIR`. Nothing was changed",
 			short(b.Snapshot), b.Host, strings.Join(got, ", "), strings.Join(want, ", "))
 	}
-	if _, err := os.Stat(s.Config.ReadyMarker); err == nil && !s.Config.AllowInplaceRestore {
+	if s.Config.Ready() && !s.Config.AllowInplaceRestore {
 		return coded(proto.CodeRefused, "host %s is ready (%s exists) and its agent config does not set allow_inplace_restore: a restore onto a running host is refused, so a stolen restore key cannot overwrite it. "+
 			"Restore onto a fresh host instead, or, to replace this host's data on purpose, set \"allow_inplace_restore\": true in the agent config. Nothing was changed",
 			s.Config.Host, s.Config.ReadyMarker)
@@ -98,8 +97,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if err := s.refuseRestore(b); err != nil {
 		return err
 	}
-	_, readyErr := os.Stat(s.Config.ReadyMarker)
-	ready := readyErr == nil
+	ready := s.Config.Ready()
 	res := &proto.RestoreResult{DryRun: b.DryRun}
 	phase := func(name string, t time.Time) {
 		res.Phases = append(res.Phases, proto.Phase{Name: name, MS: ms(time.Since(t))})
@@ -154,6 +152,11 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	res.Files, res.Dirs, res.Bytes = st.files, st.dirs, st.bytes
 
 	if b.DryRun {
+		// Removed before answering, so the staging copy is gone when the
+		// puller reports the dry run done.
+		if err := st.remove(); err != nil {
+			return coded(proto.CodeIO, "dry run: %v", err)
+		}
 		res.Warnings = st.warnings
 		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, humanBytes(st.bytes))
 		return s.conn.Send(proto.TRestoreResult, res)
