@@ -33,7 +33,11 @@ type Config struct {
 	Retention *Retention `toml:"retention"`
 	// Notify says whom to tell about each run.
 	Notify Notify `toml:"notify"`
-	Hosts  []Host `toml:"hosts"`
+	// HostKeysDir keeps each VPS's SSH host keypair (`haul hostkey`), so a
+	// rebuild carries the same key to the new machine. Root-only.
+	// Default: "hostkeys" beside this file.
+	HostKeysDir string `toml:"host_keys_dir"`
+	Hosts       []Host `toml:"hosts"`
 
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
@@ -66,6 +70,9 @@ type Host struct {
 	Retention *Retention `toml:"retention"`
 	// Notify adds this host's own ping URL ([hosts.notify]).
 	Notify HostNotify `toml:"notify"`
+	// Rebuild says how `haul rebuild` recreates the host ([hosts.rebuild]);
+	// nil: the host is not rebuilt by haul.
+	Rebuild *Rebuild `toml:"rebuild"`
 }
 
 // Retention is a forget policy with restic's semantics (`restic forget
@@ -258,6 +265,10 @@ func (c *Config) validate(base string) error {
 	if c.Parallel <= 0 {
 		c.Parallel = 2
 	}
+	c.HostKeysDir = abs(base, c.HostKeysDir)
+	if c.HostKeysDir == "" {
+		c.HostKeysDir = hostKeysDirDefault(base)
+	}
 	if err := c.Retention.validate(); err != nil {
 		return fmt.Errorf("[retention]: %w", err)
 	}
@@ -308,6 +319,9 @@ func (c *Config) validate(base string) error {
 			}
 		default:
 			return fmt.Errorf("host %q: set address (SSH) or command (local exec)", h.Name)
+		}
+		if err := h.Rebuild.validate(base, h); err != nil {
+			return fmt.Errorf("host %q: [hosts.rebuild]: %w", h.Name, err)
 		}
 	}
 	return nil

@@ -53,6 +53,7 @@ func main() {
 			cmdSnapshots,
 			cmdRestore,
 			cmdMigrate,
+			cmdHostKey,
 			cmdForget,
 			cmdPrune,
 			cmdCheck,
