@@ -37,6 +37,9 @@ type Server struct {
 
 	// Quiescer overrides the one built from the config (tests).
 	Quiescer quiesce.Quiescer
+	// MaxVersion caps the protocol version (0: the newest); tests use it
+	// to act as an older agent.
+	MaxVersion int
 }
 
 // frame is one received frame with its own copy of the payload.
@@ -59,6 +62,8 @@ func (s *Server) Serve(ctx context.Context, verb string) error {
 	case VerbVersion:
 		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", Version, proto.MinVersion, proto.Version)
 		return err
+	case VerbSFTP:
+		return s.serveSFTP(ctx) // read-only whatever AllowRestore says; see sftp.go
 	case VerbBackup:
 	case VerbRestore:
 		if !s.AllowRestore {
@@ -135,11 +140,12 @@ func coded(code string, format string, args ...any) error {
 
 type session struct {
 	*Server
-	conn   *proto.Conn
-	frames <-chan frame
-	verb   string
-	pol    chunker.Pol
-	unlock func()
+	conn    *proto.Conn
+	frames  <-chan frame
+	verb    string
+	version int // negotiated protocol version
+	pol     chunker.Pol
+	unlock  func()
 }
 
 // next returns the next frame or the reason there is none.
@@ -170,15 +176,19 @@ func (s *session) run(ctx context.Context) error {
 	if err := proto.DecodeAs(t, p, proto.THello, &hello); err != nil {
 		return err
 	}
-	version := 0
+	version, maxV := 0, proto.Version
+	if s.MaxVersion > 0 {
+		maxV = min(maxV, s.MaxVersion)
+	}
 	for _, v := range hello.Versions {
-		if v >= proto.MinVersion && v <= proto.Version && v > version {
+		if v >= proto.MinVersion && v <= maxV && v > version {
 			version = v
 		}
 	}
 	if version == 0 {
 		return coded(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
 	}
+	s.version = version
 	if hello.ChunkerPolynomial != "" {
 		pol, err := strconv.ParseUint(hello.ChunkerPolynomial, 16, 64)
 		if err != nil || !chunker.Pol(pol).Irreducible() {
@@ -347,7 +357,16 @@ func (s *session) backup(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			queue.push(ids)
+			queue.push(ids, false)
+		case proto.TWantFull:
+			if queue == nil || s.version < proto.DeltaVersion {
+				return coded(proto.CodeProtocol, "unexpected want-full")
+			}
+			ids, err := proto.DecodeWant(p)
+			if err != nil {
+				return err
+			}
+			queue.push(ids, true)
 		case proto.TDone:
 			if queue != nil {
 				queue.close()
@@ -358,6 +377,17 @@ func (s *session) backup(ctx context.Context) error {
 			}
 			if sendErr != nil {
 				return sendErr
+			}
+			if walker != nil {
+				// The puller has every chunk of this walk: its versions
+				// are the bases of the next session's deltas.
+				if err := walker.Cache.Promote(); err != nil {
+					s.logf("warning: saving delta bases: %v", err)
+				}
+			}
+			var ru unix.Rusage
+			if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+				bye.MaxRSSKiB = ru.Maxrss // KiB on Linux
 			}
 			bye.BytesSent = s.conn.W.BytesWritten()
 			return s.sendVia(out, proto.TBye, &bye)
@@ -480,16 +510,25 @@ func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFr
 // never block on it, or the puller and agent could wait on each other.
 type wantQueue struct {
 	mu     sync.Mutex
-	ids    []proto.ID
+	ids    []want
 	closed bool
 	signal chan struct{}
 }
 
+// want is one requested chunk; full asks for the whole chunk, never a
+// delta (the puller could not apply one).
+type want struct {
+	id   proto.ID
+	full bool
+}
+
 func newWantQueue() *wantQueue { return &wantQueue{signal: make(chan struct{}, 1)} }
 
-func (q *wantQueue) push(ids []proto.ID) {
+func (q *wantQueue) push(ids []proto.ID, full bool) {
 	q.mu.Lock()
-	q.ids = append(q.ids, ids...)
+	for _, id := range ids {
+		q.ids = append(q.ids, want{id: id, full: full})
+	}
 	q.mu.Unlock()
 	q.wake()
 }
@@ -509,7 +548,7 @@ func (q *wantQueue) wake() {
 }
 
 // pop returns queued IDs; ok is false once the queue is closed and empty.
-func (q *wantQueue) pop(ctx context.Context) (ids []proto.ID, ok bool, err error) {
+func (q *wantQueue) pop(ctx context.Context) (ids []want, ok bool, err error) {
 	for {
 		q.mu.Lock()
 		if len(q.ids) > 0 {
@@ -547,7 +586,8 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *man
 		if err != nil || !ok {
 			return err
 		}
-		for _, id := range ids {
+		for _, wt := range ids {
+			id := wt.id
 			loc, found := w.Lookup(id)
 			if !found {
 				return coded(proto.CodeProtocol, "puller asked for chunk %s, which is not in the manifest", id.Short())
@@ -576,12 +616,9 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *man
 				_ = cache.Save()
 				return coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())
 			}
-			hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
-			if len(body) >= len(plain) {
-				hdrEnc, body = proto.EncRaw, plain
-			}
+			frame := s.chunkFrame(enc, cache, loc, id, plain, !wt.full, bye)
 			select {
-			case out <- outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}:
+			case out <- frame:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -589,4 +626,24 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *man
 			bye.RawBytes += int64(len(plain))
 		}
 	}
+}
+
+// chunkFrame encodes one wanted chunk: as a delta against its file's base
+// version when the protocol allows, one exists and at most half the chunk
+// must be sent literally; otherwise whole, zstd-compressed unless that does
+// not make it smaller.
+func (s *session) chunkFrame(enc *zstd.Encoder, cache *manifest.Cache, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) outFrame {
+	if deltaOK && s.version >= proto.DeltaVersion {
+		if ops, literal := cache.Delta(loc.Rel, loc.Offset, plain); ops != nil && literal <= len(plain)/2 {
+			raw := proto.AppendDeltaOps(nil, ops)
+			body := enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+			bye.Deltas++
+			return outFrame{t: proto.TDelta, parts: [][]byte{proto.DeltaHeader(id, len(plain), len(raw)), body}}
+		}
+	}
+	hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	if len(body) >= len(plain) {
+		hdrEnc, body = proto.EncRaw, plain
+	}
+	return outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}
 }

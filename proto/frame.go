@@ -125,7 +125,7 @@ func (r *Reader) Read() (Type, []byte, error) {
 		return 0, nil, frameErr("unknown message type %d", buf[0])
 	}
 	payload := buf[1:]
-	if t != TChunk && t != TWant && t != TRestoreWant && len(payload) > MaxControl {
+	if t != TChunk && t != TWant && t != TRestoreWant && t != TDelta && t != TWantFull && len(payload) > MaxControl {
 		return 0, nil, frameErr("%s message of %d bytes exceeds control limit %d", t, len(payload), MaxControl)
 	}
 	return t, payload, nil

@@ -62,6 +62,19 @@ func FuzzDecode(f *testing.F) {
 				if err == nil && len(plain) != int(c.Length) {
 					t.Fatal("chunk length not enforced")
 				}
+			case TDelta:
+				d, err := DecodeDelta(p)
+				if err != nil {
+					continue
+				}
+				ops, err := d.Ops(dec)
+				if err != nil {
+					continue
+				}
+				out, err := ApplyDelta(d.ID, d.Length, ops, func(ID) ([]byte, error) { return make([]byte, 64), nil })
+				if err == nil && (Hash(out) != d.ID || len(out) != int(d.Length)) {
+					t.Fatal("delta accepted under a wrong ID or length")
+				}
 			default:
 				var m map[string]any
 				_ = Decode(typ, p, &m)

@@ -16,7 +16,7 @@ import (
 // lowest. The puller offers a range in Hello, the agent picks the highest
 // common version in HelloReply.
 const (
-	Version    = 1
+	Version    = 2 // 2 adds deltas (delta.go)
 	MinVersion = 1
 )
 
@@ -208,6 +208,8 @@ type Bye struct {
 	ChunksSent int64 `json:"chunks_sent"`
 	BytesSent  int64 `json:"bytes_sent"` // frame bytes written by the agent
 	RawBytes   int64 `json:"raw_bytes"`  // chunk bytes before compression
+	Deltas     int64 `json:"deltas"`     // chunks sent as deltas (version 2)
+	MaxRSSKiB  int64 `json:"max_rss_kib,omitempty"`
 }
 
 // Error codes.

@@ -158,3 +158,46 @@ func TestWantLimits(t *testing.T) {
 		t.Fatalf("round trip: %v %v", got, err)
 	}
 }
+
+func TestDeltaApply(t *testing.T) {
+	base := bytes.Repeat([]byte("0123456789abcdef"), 1024) // 16 KiB
+	bid := Hash(base)
+	want := append(append([]byte("new page"), base[100:4196]...), base[:50]...)
+	ops := []DeltaOp{{Length: 8, Data: []byte("new page")}, {Base: bid, Offset: 100, Length: 4096}, {Base: bid, Offset: 0, Length: 50}}
+	raw := AppendDeltaOps(nil, ops)
+	dec, err := DecodeDeltaOps(raw, uint32(len(want)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(id ID) ([]byte, error) {
+		if id != bid {
+			return nil, errors.New("unknown base")
+		}
+		return base, nil
+	}
+	got, err := ApplyDelta(Hash(want), uint32(len(want)), dec, lookup)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("apply: %v", err)
+	}
+	// Announced under another ID: rejected.
+	if _, err := ApplyDelta(Hash([]byte("x")), uint32(len(want)), dec, lookup); !errors.Is(err, ErrChunkMismatch) {
+		t.Fatalf("mismatch not detected: %v", err)
+	}
+	// Ops that produce more or fewer bytes than announced: malformed.
+	if _, err := DecodeDeltaOps(raw, uint32(len(want)-1)); !errors.Is(err, ErrFrame) {
+		t.Fatalf("overlong delta: %v", err)
+	}
+	if _, err := DecodeDeltaOps(raw, uint32(len(want)+1)); !errors.Is(err, ErrFrame) {
+		t.Fatalf("short delta: %v", err)
+	}
+	// A copy beyond its base.
+	far := []DeltaOp{{Base: bid, Offset: uint32(len(base) - 10), Length: 20}}
+	if _, err := ApplyDelta(Hash(want), 20, far, lookup); !errors.Is(err, ErrFrame) {
+		t.Fatalf("out-of-range copy: %v", err)
+	}
+	for _, bad := range [][]byte{{'C', 1, 2}, {'L', 0, 0, 0, 9, 'x'}, {'Z'}} {
+		if _, err := DecodeDeltaOps(bad, 1); !errors.Is(err, ErrFrame) {
+			t.Fatalf("malformed ops %q accepted: %v", bad, err)
+		}
+	}
+}

@@ -28,7 +28,8 @@ import (
 
 // Location says where a chunk's bytes are in the mirror.
 type Location struct {
-	Path   string
+	Path   string // absolute path in the mirror
+	Rel    string // the file's path on the host: its key in the cache
 	Offset int64
 	Length uint32
 	// Cached is true when the chunk list came from the cache instead of a
@@ -46,6 +47,9 @@ type Visitor interface {
 type cacheEntry struct {
 	Ino, Size, MTime, CTime int64
 	Chunks                  []proto.ChunkRef
+	// Blocks are hashes of the file's proto.DeltaBlock-sized blocks, for
+	// deltas against this version (nil in caches written before deltas).
+	Blocks []uint64
 }
 
 type cacheFile struct {
@@ -53,31 +57,46 @@ type cacheFile struct {
 	Files      map[string]cacheEntry
 }
 
-// Cache remembers each mirror file's chunk list.
+// Cache remembers each mirror file's chunk list, and the versions the
+// puller last confirmed (the bases deltas refer to).
 type Cache struct {
 	path string
 	pol  chunker.Pol
 	old  map[string]cacheEntry
 	new  map[string]cacheEntry
+	base map[string]cacheEntry
 }
 
 // OpenCache loads the chunk cache at path; one made with another polynomial
 // is discarded.
 func OpenCache(path string, pol chunker.Pol) (*Cache, error) {
-	c := &Cache{path: path, pol: pol, old: map[string]cacheEntry{}, new: map[string]cacheEntry{}}
+	c := &Cache{path: path, pol: pol, new: map[string]cacheEntry{}}
+	var err error
+	if c.old, err = loadCacheFile(path, pol); err != nil {
+		return nil, fmt.Errorf("open chunk cache: %w", err)
+	}
+	if c.base, err = loadCacheFile(basesPath(path), pol); err != nil {
+		return nil, fmt.Errorf("open delta bases: %w", err)
+	}
+	return c, nil
+}
+
+// loadCacheFile reads a cache file; a missing or unreadable one, or one
+// made with another polynomial, is empty.
+func loadCacheFile(path string, pol chunker.Pol) (map[string]cacheEntry, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return c, nil
+		return map[string]cacheEntry{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open chunk cache: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	var cf cacheFile
 	if err := gob.NewDecoder(f).Decode(&cf); err == nil && cf.Polynomial == uint64(pol) && cf.Files != nil {
-		c.old = cf.Files
+		return cf.Files, nil
 	}
-	return c, nil
+	return map[string]cacheEntry{}, nil
 }
 
 // Forget drops a file's entry, after its cached chunk list proved wrong.
@@ -87,20 +106,22 @@ func (c *Cache) Forget(path string) {
 }
 
 // Save writes the entries seen by the last walk.
-func (c *Cache) Save() error {
-	tmp := c.path + ".tmp"
+func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new) }
+
+func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry) error {
+	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(c.pol), Files: c.new}); err != nil {
+	if err := gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files}); err != nil {
 		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, c.path)
+	return os.Rename(tmp, path)
 }
 
 // Walker produces the manifest of a mirror.
@@ -302,7 +323,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 		w.locate(rel, e.Chunks, true)
 		return nil
 	}
-	refs, err := w.read(rel)
+	refs, blocks, err := w.read(rel)
 	if err != nil {
 		return err
 	}
@@ -317,6 +338,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 	}
 	n.Chunks = refs
 	key.Chunks = refs
+	key.Blocks = blocks
 	w.Cache.new[rel] = key
 	w.locate(rel, refs, false)
 	return nil
@@ -328,17 +350,18 @@ func (w *Walker) locate(rel string, refs []proto.ChunkRef, cached bool) {
 	var off int64
 	for _, r := range refs {
 		if _, ok := w.Locations[r.ID]; !ok {
-			w.Locations[r.ID] = Location{Path: w.abs(rel), Offset: off, Length: r.Length, Cached: cached}
+			w.Locations[r.ID] = Location{Path: w.abs(rel), Rel: rel, Offset: off, Length: r.Length, Cached: cached}
 		}
 		off += int64(r.Length)
 		w.Stats.Chunks++
 	}
 }
 
-func (w *Walker) read(rel string) ([]proto.ChunkRef, error) {
+// read chunks a file and hashes its blocks for deltas, in one pass.
+func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	f, err := os.Open(w.abs(rel))
 	if err != nil {
-		return nil, fmt.Errorf("mirror: %w", err)
+		return nil, nil, fmt.Errorf("mirror: %w", err)
 	}
 	defer f.Close()
 	if w.buf == nil {
@@ -346,19 +369,20 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, error) {
 	}
 	w.Stats.FilesRead++
 	var refs []proto.ChunkRef
-	ch := chunker.New(f, w.Pol)
+	bh := &blockHasher{}
+	ch := chunker.New(io.TeeReader(f, bh), w.Pol)
 	for {
 		c, err := ch.Next(w.buf)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", rel, err)
+			return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
 		}
 		w.Stats.BytesRead += int64(c.Length)
 		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
 	}
-	return refs, nil
+	return refs, bh.finish(), nil
 }
 
 type nameCache struct {

@@ -31,6 +31,9 @@ type Options struct {
 	CacheDir string // haul's per-repository state
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// MaxVersion caps the protocol version offered (0: the newest); tests
+	// use it to act as an older puller.
+	MaxVersion int
 }
 
 // Result summarises a pull.
@@ -44,6 +47,10 @@ type Result struct {
 	ChunksWanted int64              `json:"chunks_wanted"`
 	ChunkBytes   int64              `json:"chunk_bytes"`
 	BlobsNew     int64              `json:"blobs_new"`
+	Version      int                `json:"protocol_version"`
+	Deltas       int64              `json:"deltas"`          // chunks received as deltas and rebuilt
+	DeltaRetries int64              `json:"delta_fallbacks"` // deltas that could not be applied: asked for whole
+	AgentMaxRSS  int64              `json:"agent_max_rss_kib,omitempty"`
 	BytesAdded   int64              `json:"bytes_added_packed"`
 	Wire         transport.Stats    `json:"wire"`
 	FreezeMS     float64            `json:"freeze_ms"`
@@ -152,7 +159,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		Version: Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
 		FreezeMS: res.Frozen.FreezeMS, PreSyncMS: res.Frozen.PreSyncMS,
 		WireBytesIn: res.Wire.BytesIn, WireBytesOut: res.Wire.BytesOut,
-		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes,
+		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes, Deltas: res.Deltas, Protocol: res.Version,
 		AgentFiles: res.Manifest.FilesRead, AgentBytes: res.Manifest.BytesRead,
 		DurationMS: res.DurationMS, FilesCopied: res.Frozen.FilesCopied, BytesCopied: res.Frozen.BytesCopied,
 	}
@@ -195,6 +202,8 @@ type session struct {
 	root     restic.ID
 
 	requested   map[proto.ID]bool // asked for and not yet received
+	full        map[proto.ID]bool // asked for whole after a delta failed
+	bases       *baseCache
 	outstanding int
 	pending     []proto.ID // wants not yet sent
 
@@ -209,8 +218,18 @@ type session struct {
 }
 
 func (s *session) run(ctx context.Context) error {
+	maxV := proto.Version
+	if s.opts.MaxVersion > 0 {
+		maxV = min(maxV, s.opts.MaxVersion)
+	}
+	var versions []int
+	for v := proto.MinVersion; v <= maxV; v++ {
+		versions = append(versions, v)
+	}
+	s.full = map[proto.ID]bool{}
+	s.bases = &baseCache{}
 	hello := proto.Hello{
-		Versions:          []int{proto.Version},
+		Versions:          versions,
 		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
 		Client:            "haul " + Version,
 	}
@@ -227,6 +246,10 @@ func (s *session) run(ctx context.Context) error {
 		return fmt.Errorf("agent reports no data paths")
 	}
 	s.res.Agent = s.hello.Agent
+	s.res.Version = s.hello.Version
+	if s.hello.Version < proto.MinVersion || s.hello.Version > maxV {
+		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.hello.Version, versions)
+	}
 	s.res.Paths = s.hello.DataPaths
 
 	t := time.Now()
@@ -288,6 +311,13 @@ func (s *session) run(ctx context.Context) error {
 			if err := s.chunk(ctx, dec, payload); err != nil {
 				return err
 			}
+		case proto.TDelta:
+			if s.hello.Version < proto.DeltaVersion {
+				return fmt.Errorf("%w: delta in protocol version %d", proto.ErrFrame, s.hello.Version)
+			}
+			if err := s.delta(ctx, dec, payload); err != nil {
+				return err
+			}
 		case proto.TError:
 			var e proto.Error
 			if err := proto.Decode(ft, payload, &e); err != nil {
@@ -322,6 +352,7 @@ func (s *session) run(ctx context.Context) error {
 	if err := s.conn.Expect(proto.TBye, &bye); err != nil {
 		return fmt.Errorf("bye: %w", err)
 	}
+	s.res.AgentMaxRSS = bye.MaxRSSKiB
 	return nil
 }
 
@@ -428,16 +459,23 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 	if c.Encoding == proto.EncRaw {
 		plain = append([]byte(nil), plain...) // the frame buffer is reused
 	}
-	delete(s.requested, c.ID)
+	s.store(ctx, c.ID, plain)
+	return nil
+}
+
+// store saves a verified chunk asynchronously.
+func (s *session) store(ctx context.Context, id proto.ID, plain []byte) {
+	delete(s.requested, id)
+	delete(s.full, id)
 	s.outstanding--
 	s.res.ChunkBytes += int64(len(plain))
 	s.saves.Add(1)
-	s.up.SaveBlobAsync(ctx, restic.DataBlob, plain, restic.ID(c.ID), false, func(_ restic.ID, known bool, size int, err error) {
+	s.up.SaveBlobAsync(ctx, restic.DataBlob, plain, restic.ID(id), false, func(_ restic.ID, known bool, size int, err error) {
 		defer s.saves.Done()
 		if err != nil {
 			s.saveMu.Lock()
 			if s.saveErr == nil {
-				s.saveErr = fmt.Errorf("store chunk %s: %w", c.ID.Short(), err)
+				s.saveErr = fmt.Errorf("store chunk %s: %w", id.Short(), err)
 			}
 			s.saveMu.Unlock()
 			return
@@ -448,8 +486,7 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 			s.bytesNew.Add(int64(len(plain)))
 		}
 	})
-	s.recv.add(c.ID)
-	return nil
+	s.recv.add(id)
 }
 
 // drainSaves reports the first failed blob save; with block it first waits

@@ -154,6 +154,8 @@ type Record struct {
 	WireBytesIn   int64         `json:"wire_bytes_in"`
 	WireBytesOut  int64         `json:"wire_bytes_out"`
 	ChunksWanted  int64         `json:"chunks_wanted"`
+	Deltas        int64         `json:"deltas,omitempty"`
+	Protocol      int           `json:"protocol_version,omitempty"`
 	ChunkBytes    int64         `json:"chunk_bytes"`
 	AgentFiles    int64         `json:"agent_files_read"`
 	AgentBytes    int64         `json:"agent_bytes_read"`
