@@ -54,6 +54,7 @@ func main() {
 			cmdRestore,
 			cmdMigrate,
 			cmdHostKey,
+			cmdRebuild,
 			cmdForget,
 			cmdPrune,
 			cmdCheck,
