@@ -14,11 +14,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/haulproject/haul/puller/config"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/zclconf/go-cty/cty"
 )
 
