@@ -137,6 +137,8 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if err := st.syncfs(); err != nil {
 		return err
 	}
+	phase("sync", t)
+	t = time.Now()
 	if err := st.verify(ctx); err != nil {
 		return err
 	}
@@ -391,6 +393,10 @@ func (st *stage) writeChunk(l chunkLoc, plain []byte) error {
 		}
 		p, off = p[n:], off+int64(n)
 	}
+	// Start writing it to disk now, while more chunks arrive, so the sync
+	// before the swap has little left to wait for. Only a hint: errors
+	// surface at that sync.
+	_ = unix.SyncFileRange(fd, l.off, int64(len(plain)), unix.SYNC_FILE_RANGE_WRITE)
 	return nil
 }
 

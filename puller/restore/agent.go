@@ -17,7 +17,6 @@ import (
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/transport"
-	"github.com/klauspost/compress/zstd"
 )
 
 // AgentOptions configures a restore onto an agent.
@@ -34,17 +33,20 @@ type AgentOptions struct {
 
 // AgentResult summarises a restore onto an agent.
 type AgentResult struct {
-	Snapshot     string             `json:"snapshot"`
-	SnapshotHost string             `json:"snapshot_host"`
-	Target       string             `json:"target"` // the agent's host name
-	Agent        string             `json:"agent"`
-	Paths        []string           `json:"paths"`
-	DryRun       bool               `json:"dry_run,omitempty"`
-	ChunksSent   int64              `json:"chunks_sent"`
-	ChunkBytes   int64              `json:"chunk_bytes"` // plain bytes of the chunks sent
-	Wire         transport.Stats    `json:"wire"`
-	DurationMS   float64            `json:"duration_ms"`
-	Phases       map[string]float64 `json:"phases_ms"`
+	Snapshot     string   `json:"snapshot"`
+	SnapshotHost string   `json:"snapshot_host"`
+	Target       string   `json:"target"` // the agent's host name
+	Agent        string   `json:"agent"`
+	Paths        []string `json:"paths"`
+	DryRun       bool     `json:"dry_run,omitempty"`
+	ChunksSent   int64    `json:"chunks_sent"`
+	ChunkBytes   int64    `json:"chunk_bytes"` // plain bytes of the chunks sent
+	// ChunksAsStored counts chunks sent in the repository's own zstd
+	// encoding, without decompressing and recompressing them.
+	ChunksAsStored int64              `json:"chunks_as_stored"`
+	Wire           transport.Stats    `json:"wire"`
+	DurationMS     float64            `json:"duration_ms"`
+	Phases         map[string]float64 `json:"phases_ms"`
 	// Outcome is what the agent reported: counts, the freeze window of the
 	// swap, the previous copies kept, the marker written.
 	Outcome proto.RestoreResult `json:"agent_result"`
@@ -519,30 +521,27 @@ func (s *agentSession) sendChunks(ctx context.Context) error {
 }
 
 func (s *agentSession) loadChunks(ctx context.Context, out chan<- chunkFrame) error {
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	br, err := newBlobReader(s.repo)
 	if err != nil {
 		return err
 	}
-	defer enc.Close()
-	var buf []byte
+	defer func() {
+		br.close()
+		s.mu.Lock()
+		s.res.ChunksAsStored += br.storedN
+		s.mu.Unlock()
+	}()
 	for {
 		id, ok, err := s.queue.pop()
 		if err != nil || !ok {
 			return err
 		}
-		buf, err = s.repo.LoadBlob(ctx, restic.DataBlob, restic.ID(id), buf[:0])
+		hdr, body, plain, err := br.frame(ctx, id)
 		if err != nil {
-			return fmt.Errorf("load chunk %s from the repository: %w (run `restic check --read-data`)", id.Short(), err)
-		}
-		if len(buf) == 0 || len(buf) > proto.MaxChunk {
-			return fmt.Errorf("chunk %s in the repository has %d bytes, more than a restic chunk can have", id.Short(), len(buf))
-		}
-		hdrEnc, body := proto.EncZstd, enc.EncodeAll(buf, make([]byte, 0, len(buf)/2+64))
-		if len(body) >= len(buf) {
-			hdrEnc, body = proto.EncRaw, append([]byte(nil), buf...)
+			return err
 		}
 		select {
-		case out <- chunkFrame{hdr: proto.ChunkHeader(id, hdrEnc, len(buf)), body: body, plain: len(buf)}:
+		case out <- chunkFrame{hdr: hdr, body: body, plain: plain}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -190,6 +190,7 @@ type restoreResult struct {
 	Snapshot   string `json:"snapshot"`
 	Target     string `json:"target"`
 	ChunksSent int64  `json:"chunks_sent"`
+	AsStored   int64  `json:"chunks_as_stored"`
 	Outcome    struct {
 		Files       int64     `json:"files"`
 		Bytes       int64     `json:"bytes"`

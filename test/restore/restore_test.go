@@ -43,6 +43,10 @@ func TestRestoreOntoFreshVPS(t *testing.T) {
 
 	res := n.restore("--host", "old", "--to", "new")
 	sameTree(t, old.dir, fresh.dir)
+	// The repository compresses: those chunks go out as stored.
+	if res.AsStored == 0 || res.AsStored > res.ChunksSent {
+		t.Errorf("%d of %d chunks sent as stored", res.AsStored, res.ChunksSent)
+	}
 	if res.Target != "new" || res.Outcome.Marker != fresh.marker() || len(res.Outcome.Kept) != 1 {
 		t.Errorf("result: target %q, marker %q, kept %v", res.Target, res.Outcome.Marker, res.Outcome.Kept)
 	}
