@@ -20,13 +20,21 @@ var cmdRestore = &cli.Command{
 	Description: "Onto an agent: the snapshot is staged beside the live data, verified, and swapped in while the\n" +
 		"services are quiesced; the previous data is kept as <path>.prev-<time>. The session uses the host's\n" +
 		"restore_identity_file (or restore_command). A host that is already ready refuses unless its agent\n" +
-		"config sets allow_inplace_restore. With --target DIR the snapshot is restored locally, as `restic restore` would.",
+		"config sets allow_inplace_restore. With --target DIR the snapshot is restored locally, as `restic restore` would;\n" +
+		"--include/--exclude PATTERN then restore part of it, with restic's pattern rules (an agent always\n" +
+		"receives whole data paths, so patterns are refused without --target).",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "host", Usage: "the snapshot's host `NAME`; also the host restored onto unless --to is given"},
 		&cli.StringFlag{Name: "snapshot", Value: "latest", Usage: "snapshot `ID` (or a prefix) or latest"},
 		&cli.StringFlag{Name: "to", Usage: "restore onto configured host `NAME` instead (a new VPS)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "stage and verify on the agent, then remove the staging copy: nothing is swapped, no service is touched"},
 		&cli.StringFlag{Name: "target", Usage: "restore into local directory `DIR`, the same tree `restic restore` gives"},
+		patternFlag("include", "with --target: restore only what matches `PATTERN` (restic's --include; repeatable)"),
+		patternFlag("exclude", "with --target: restore all but what matches `PATTERN` (restic's --exclude; repeatable)"),
+		patternFlag("iinclude", "like --include but ignores the case of file names"),
+		patternFlag("iexclude", "like --exclude but ignores the case of file names"),
+		patternFlag("include-file", "read include patterns from `FILE`, one a line"),
+		patternFlag("exclude-file", "read exclude patterns from `FILE`, one a line"),
 		jsonFlag,
 	},
 	Action: runRestore,
@@ -42,6 +50,10 @@ func runRestore(c *cli.Context) error {
 			return configFailure(fmt.Errorf("--target restores locally; it cannot be combined with --to or --dry-run"))
 		}
 		return restoreLocal(c, cfg)
+	}
+	if !patterns(c).Empty() {
+		return configFailure(fmt.Errorf("--include/--exclude need --target DIR: an agent swaps in whole data paths, so a partial restore onto it would drop everything not selected. " +
+			"Restore the files locally with --target DIR and copy them over, or restore the whole snapshot"))
 	}
 	onto := c.String("to")
 	if onto == "" {
@@ -138,13 +150,16 @@ func restoreLocal(c *cli.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	warn := func(msg string) { fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", msg) }
+	sel, err := restore.Selector(patterns(c), warn)
+	if err != nil {
+		return configFailure(err)
+	}
 	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
 	if err != nil {
 		return configFailure(err)
 	}
-	res, err := restore.Local(ctx, r, sn, c.String("target"), nil, func(msg string) {
-		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", msg)
-	})
+	res, err := restore.Local(ctx, r, sn, c.String("target"), sel, warn)
 	if err != nil {
 		return hostFailure(err)
 	}
@@ -153,4 +168,29 @@ func restoreLocal(c *cli.Context, cfg *config.Config) error {
 	}
 	fmt.Fprintf(c.App.Writer, "restored snapshot %s to %s: %d files verified\n", sn.ID.Str(), res.Target, res.Files)
 	return nil
+}
+
+// patternList collects a repeatable pattern flag. Unlike cli.StringSlice it
+// does not split values at commas: a pattern may contain one.
+type patternList []string
+
+func (p *patternList) Set(v string) error { *p = append(*p, v); return nil }
+func (p *patternList) String() string     { return strings.Join(*p, " ") }
+
+func patternFlag(name, usage string) *cli.GenericFlag {
+	return &cli.GenericFlag{Name: name, Usage: usage, Value: &patternList{}}
+}
+
+func patternValues(c *cli.Context, name string) []string {
+	if p, ok := c.Generic(name).(*patternList); ok {
+		return *p
+	}
+	return nil
+}
+
+func patterns(c *cli.Context) restore.Patterns {
+	return restore.Patterns{
+		Include: patternValues(c, "include"), IInclude: patternValues(c, "iinclude"), IncludeFile: patternValues(c, "include-file"),
+		Exclude: patternValues(c, "exclude"), IExclude: patternValues(c, "iexclude"), ExcludeFile: patternValues(c, "exclude-file"),
+	}
 }

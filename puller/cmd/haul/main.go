@@ -51,6 +51,8 @@ func main() {
 			cmdInit,
 			cmdBackup,
 			cmdSnapshots,
+			cmdLs,
+			cmdDiff,
 			cmdRestore,
 			cmdMigrate,
 			cmdHostKey,
