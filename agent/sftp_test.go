@@ -41,7 +41,7 @@ func newSFTPFixture(t *testing.T, allowRestore bool) *sftpFixture {
 	mustT(t, os.Symlink("/etc/passwd", filepath.Join(m, "passwd-link")))
 	mustT(t, os.Symlink("../../../../../../../../etc/passwd", filepath.Join(m, "dotdot-link")))
 	mustT(t, os.Symlink("../../../../lock", filepath.Join(m, "state-link"))) // state/lock: in the state dir, not in the mirror
-	mustT(t, os.Symlink("../other/x", filepath.Join(m, "sibling-link")))    // in the mirror, outside the data path
+	mustT(t, os.Symlink("../other/x", filepath.Join(m, "sibling-link")))     // in the mirror, outside the data path
 	mustT(t, unix.Mkfifo(filepath.Join(m, "fifo"), 0o600))
 	mustT(t, os.WriteFile(filepath.Join(m, ".haul-tmp-config.yml"), []byte("half"), 0o600))
 	// A leftover beside the data path: in the mirror but not in the view.
