@@ -47,8 +47,8 @@ type Options struct {
 	Probe transport.Connecter
 	// OpenRepo opens the repository.
 	OpenRepo func(ctx context.Context) (*repo.Repo, error)
-	// FinalBackup pulls a snapshot of the old server and returns its ID.
-	FinalBackup func(ctx context.Context) (snapshotID string, err error)
+	// FinalBackup pulls a snapshot of the old server.
+	FinalBackup func(ctx context.Context) (*SnapshotInfo, error)
 	// Restore puts snapshot sn onto the host with the restore key, under
 	// the repository lock.
 	Restore func(ctx context.Context, r *repo.Repo, sn *repo.Snapshot) (*restore.AgentResult, error)

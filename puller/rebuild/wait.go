@@ -13,7 +13,6 @@ import (
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/config"
-	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
 )
@@ -82,26 +81,14 @@ func (rb *rebuilder) phaseFinalBackup(ctx context.Context) (string, bool, error)
 		}
 		return "", false, fmt.Errorf("the old server answers, but: %w. Nothing was changed: fix the cause and rerun, or rerun with --skip-final-backup to restore snapshot %s instead", err, snap.ID[:8])
 	}
-	id, err := rb.opts.FinalBackup(ctx)
+	sn, err := rb.opts.FinalBackup(ctx)
 	if err != nil {
 		return "", false, fmt.Errorf("%w. Nothing was changed on the server: fix the cause and rerun, or rerun with --skip-final-backup to restore snapshot %s of %s instead",
 			err, snap.ID[:8], snap.Time.Format(time.RFC3339))
 	}
-	r, err := rb.opts.OpenRepo(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	defer r.Close()
-	sn, err := r.Find(ctx, rb.opts.Host.Name, id)
-	if err != nil {
-		return "", false, err
-	}
-	rb.res.Snapshot = snapshotInfo(sn, "final-backup")
-	return fmt.Sprintf("snapshot %s; the restore uses it", sn.ID.Str()), false, nil
-}
-
-func snapshotInfo(sn *repo.Snapshot, source string) *SnapshotInfo {
-	return &SnapshotInfo{ID: sn.ID.String(), Time: sn.Time, Paths: sn.Paths, Source: source}
+	sn.Source = "final-backup"
+	rb.res.Snapshot = sn
+	return fmt.Sprintf("snapshot %s; the restore uses it", sn.ID[:8]), false, nil
 }
 
 // phaseWaitSSH waits, bounded by ssh_timeout, until the API shows the new
@@ -120,7 +107,7 @@ func (rb *rebuilder) phaseWaitSSH(ctx context.Context) (string, error) {
 		return "", err
 	}
 	addr := rb.opts.Host.Address
-	var last error
+	var last, mismatch error
 	var lastLog time.Time
 	for attempt := 1; ; attempt++ {
 		left := time.Until(start.Add(timeout))
@@ -132,9 +119,17 @@ func (rb *rebuilder) phaseWaitSSH(ctx context.Context) (string, error) {
 			}
 			return detail, nil
 		}
-		last = err
 		if ctx.Err() != nil {
 			return "", ctx.Err()
+		}
+		// An attempt cut short by the end of the wait says nothing new; a
+		// host key mismatch, once seen, is the news.
+		var hk *transport.HostKeyError
+		switch {
+		case errors.As(err, &hk):
+			mismatch = err
+		case wctx.Err() == nil || last == nil:
+			last = err
 		}
 		if wctx.Err() != nil || rb.now().Sub(start) >= timeout {
 			break
@@ -148,9 +143,8 @@ func (rb *rebuilder) phaseWaitSSH(ctx context.Context) (string, error) {
 		case <-time.After(time.Second):
 		}
 	}
-	var hk *transport.HostKeyError
-	if errors.As(last, &hk) {
-		return "", fmt.Errorf("the new server at %s offers another host key than the pinned one, so the kept key was not installed: check that tofu's extra_files_script ran `haul hostkey export`. Do not re-pin unless you checked the new key on the console. (%w)", addr, last)
+	if mismatch != nil {
+		return "", fmt.Errorf("the new server at %s offers another host key than the pinned one, so the kept key was not installed: check that tofu's extra_files_script ran `haul hostkey export`. Do not re-pin unless you checked the new key on the console. (%w)", addr, mismatch)
 	}
 	return "", fmt.Errorf("no SSH with the pinned host key at %s within ssh_timeout %s; last attempt: %v. Look at the server's console in Hetzner's web UI (still installing? boot failed?), then rerun: it continues with this wait", addr, timeout, last)
 }

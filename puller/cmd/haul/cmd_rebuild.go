@@ -74,12 +74,15 @@ func runRebuild(c *cli.Context) error {
 		Config: cfg, Host: h, Token: token,
 		Probe:    connecter(h, false),
 		OpenRepo: func(ctx context.Context) (*repo.Repo, error) { return openRepo(ctx, cfg) },
-		FinalBackup: func(ctx context.Context) (string, error) {
+		FinalBackup: func(ctx context.Context) (*rebuild.SnapshotInfo, error) {
 			res, err := backupHost(ctx, cfg, h, []string{"rebuild"}, logf)
 			if err != nil {
-				return "", err
+				return nil, err
 			}
-			return res.SnapshotID, nil
+			if res.Snapshot == nil {
+				return nil, fmt.Errorf("the backup of %s reported no snapshot", h.Name)
+			}
+			return &rebuild.SnapshotInfo{ID: res.SnapshotID, Time: res.Snapshot.Time, Paths: res.Snapshot.Paths}, nil
 		},
 		Restore: func(ctx context.Context, r *repo.Repo, sn *repo.Snapshot) (*restore.AgentResult, error) {
 			return restoreOnto(ctx, cfg, r, sn, h, restore.AgentOptions{Logf: logf})
