@@ -72,7 +72,8 @@ func (rb *rebuilder) phaseFinalBackup(ctx context.Context) (string, bool, error)
 	if rb.res.Preflight == nil || rb.res.Preflight.Server == nil {
 		return "skipped: there is no old server; " + keep, true, nil
 	}
-	if _, err := hello(ctx, rb.opts.Probe, rb.opts.Host.ConnectTimeout.Or(20*time.Second)); err != nil {
+	reply, err := hello(ctx, rb.opts.Probe, rb.opts.Host.ConnectTimeout.Or(20*time.Second))
+	if err != nil {
 		if ctx.Err() != nil {
 			return "", false, ctx.Err()
 		}
@@ -80,6 +81,12 @@ func (rb *rebuilder) phaseFinalBackup(ctx context.Context) (string, bool, error)
 			return fmt.Sprintf("skipped: the old server does not answer (%v); %s", err, keep), true, nil
 		}
 		return "", false, fmt.Errorf("the old server answers, but: %w. Nothing was changed: fix the cause and rerun, or rerun with --skip-final-backup to restore snapshot %s instead", err, snap.ID[:8])
+	}
+	if !reply.Ready {
+		// A host that is not ready never had its data put back: a fresh
+		// install (say, after --restart following a tofu apply). Its backup
+		// would be empty, and restoring that would lose the data.
+		return fmt.Sprintf("skipped: the server answering at %s reports not ready, so it is a fresh install, not the old server with the data; %s", rb.opts.Host.Address, keep), true, nil
 	}
 	sn, err := rb.opts.FinalBackup(ctx)
 	if err != nil {

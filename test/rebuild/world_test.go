@@ -143,8 +143,12 @@ func newWorld(t *testing.T) *world {
 	priv := filepath.Join(nas, "hostkeys", hostName, "ssh_host_ed25519_key")
 	w.hostKey = keyPairFrom(t, priv)
 
-	// The old VPS runs with that key and holds the data.
+	// The old VPS runs with that key and holds the data; its stack runs
+	// (it is ready).
 	w.old = w.startServer(&w.hostKey)
+	if out, err := exec.Command(filepath.Join(w.bins, "haul-agent"), "mark-ready", "--config", w.old.agentCfg).CombinedOutput(); err != nil {
+		t.Fatalf("haul-agent mark-ready: %v\n%s", err, out)
+	}
 	w.primary.set(w.old.sshd.Addr)
 	return w
 }
