@@ -308,15 +308,25 @@ func (rb *rebuilder) preflightSnapshot(ctx context.Context, p *Preflight) *Snaps
 		return nil
 	}
 	defer r.Close()
-	sn, err := r.Find(ctx, h.Name, "latest")
+	spec := rb.opts.Snapshot
+	if spec == "" {
+		spec = "latest"
+	}
+	sn, err := r.Find(ctx, h.Name, spec)
 	if err != nil {
+		if rb.opts.Snapshot != "" {
+			p.add("snapshot", false, "--snapshot %s: %v (list them with `haul snapshots`)", rb.opts.Snapshot, err)
+			return nil
+		}
 		p.add("snapshot", false, "%v: the rebuild would have nothing to restore. Run `haul backup --host %s` first", err, h.Name)
 		return nil
 	}
 	info := &SnapshotInfo{ID: sn.ID.String(), Time: sn.Time, Paths: sn.Paths, Source: "preflight"}
 	age := rb.now().Sub(sn.Time)
 	max := time.Duration(rb.settings.MaxSnapshotAge)
-	if age > max {
+	if rb.opts.Snapshot != "" {
+		info.Source = "chosen"
+	} else if age > max {
 		p.add("snapshot", false, "the newest snapshot of %s, %s, is %s old (max_snapshot_age %s): take a backup first (`haul backup --host %s`), or raise max_snapshot_age if this is the data you want back",
 			h.Name, sn.ID.Str(), age.Round(time.Minute), max, h.Name)
 		return info
@@ -326,7 +336,11 @@ func (rb *rebuilder) preflightSnapshot(ctx context.Context, p *Preflight) *Snaps
 		p.add("snapshot", false, "snapshot %s of %s is damaged: %v. Run `haul check`; restore an older snapshot by hand if needed", sn.ID.Str(), h.Name, err)
 		return info
 	}
-	p.add("snapshot", true, "%s of %s, %s old: %d files, every tree readable, every chunk indexed", sn.ID.Str(), sn.Time.Format(time.RFC3339), age.Round(time.Second), files)
+	chosen := ""
+	if info.Source == "chosen" {
+		chosen = " (chosen with --snapshot)"
+	}
+	p.add("snapshot", true, "%s of %s%s, %s old: %d files, every tree readable, every chunk indexed", sn.ID.Str(), sn.Time.Format(time.RFC3339), chosen, age.Round(time.Second), files)
 	return info
 }
 

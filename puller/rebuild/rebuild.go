@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/haulproject/haul/puller/config"
@@ -56,8 +57,12 @@ type Options struct {
 	// phase that changes anything; an error stops the run there.
 	Confirm func(r *Result) error
 
-	DryRun             bool // preflight and the plan only
-	SkipFinalBackup    bool
+	DryRun          bool // preflight and the plan only
+	SkipFinalBackup bool
+	// Snapshot restores this snapshot (ID or prefix) instead of the newest
+	// one, and takes no final backup: after a compromise, the data from
+	// before it.
+	Snapshot           string
 	AllowMissingServer bool
 	// Restart forgets an unfinished earlier rebuild and starts afresh.
 	Restart bool
@@ -131,6 +136,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res, err := loadState(rb.statePath)
 	if err != nil {
 		return nil, err
+	}
+	if res != nil && opts.Snapshot != "" && (res.Snapshot == nil || !strings.HasPrefix(res.Snapshot.ID, opts.Snapshot)) {
+		return nil, fmt.Errorf("the unfinished rebuild of %s (state in %s) restores snapshot %s, not %s: rerun without --snapshot to continue it, or with --restart to begin afresh with another snapshot",
+			opts.Host.Name, rb.statePath, snapID(res.Snapshot), opts.Snapshot)
 	}
 	if res != nil {
 		var done []string
@@ -289,6 +298,13 @@ func (rb *rebuilder) phaseRestore(ctx context.Context) (string, error) {
 	return fmt.Sprintf("snapshot %s: %d files, %d bytes, %d chunks sent; ready marker %s", sn.ID.Str(), o.Files, o.Bytes, out.ChunksSent, orNone(o.Marker)), nil
 }
 
+func snapID(s *SnapshotInfo) string {
+	if s == nil {
+		return "(none)"
+	}
+	return s.ID[:8]
+}
+
 func orNone(s string) string {
 	if s == "" {
 		return "(none)"
@@ -315,6 +331,8 @@ func (rb *rebuilder) plan() []string {
 		srv = res.Preflight.Server
 	}
 	switch {
+	case rb.opts.Snapshot != "":
+		add(PhaseFinalBackup, "skipped (--snapshot chooses the data)")
 	case rb.opts.SkipFinalBackup:
 		add(PhaseFinalBackup, "skipped (--skip-final-backup)")
 	case srv == nil:
@@ -329,7 +347,7 @@ func (rb *rebuilder) plan() []string {
 	}
 	add(PhaseWaitSSH, "wait up to %s for the new server's SSH at %s, accepting only the pinned host key", s.SSHTimeout.Or(config.DefaultSSHTimeout), h.Address)
 	snap := "the final backup's snapshot"
-	if res.Snapshot != nil && (res.Snapshot.Source == "final-backup" || srv == nil || rb.opts.SkipFinalBackup) {
+	if res.Snapshot != nil && (res.Snapshot.Source != "preflight" || srv == nil || rb.opts.SkipFinalBackup) {
 		snap = "snapshot " + res.Snapshot.ID[:8] + " of " + res.Snapshot.Time.Format(time.RFC3339)
 	} else if res.Snapshot != nil {
 		snap += " (else snapshot " + res.Snapshot.ID[:8] + ")"

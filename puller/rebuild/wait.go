@@ -66,6 +66,9 @@ func unreachable(err error) bool {
 func (rb *rebuilder) phaseFinalBackup(ctx context.Context) (string, bool, error) {
 	snap := rb.res.Snapshot
 	keep := fmt.Sprintf("the restore uses snapshot %s of %s", snap.ID[:8], snap.Time.Format(time.RFC3339))
+	if snap.Source == "chosen" {
+		return "skipped: --snapshot chose the data; " + keep, true, nil
+	}
 	if rb.opts.SkipFinalBackup {
 		return "skipped (--skip-final-backup); " + keep, true, nil
 	}

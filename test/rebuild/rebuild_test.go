@@ -382,6 +382,12 @@ func TestPreflight(t *testing.T) {
 	unprotected.PrimaryIPs[0].AutoDelete = true
 	unprotected.PrimaryIPs[0].Protection.Delete = false
 
+	var sns []struct {
+		ID string `json:"id"`
+	}
+	must(t, json.Unmarshal(testenv.Restic(t, w.repo, w.pwFile, "snapshots", "--json"), &sns))
+	first := sns[0].ID[:8]
+
 	cases := []struct {
 		name  string
 		reqs  []mockutil.Request
@@ -438,6 +444,18 @@ func TestPreflight(t *testing.T) {
 			args: []string{"--dry-run", "--allow-missing-server"}, code: 0, where: "stdout",
 			want: []string{"tofu creates it (--allow-missing-server)", "which creates server vps", "skipped: there is no old server"},
 		},
+		{
+			name: "chosen snapshot, dry run",
+			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, ip6},
+			args: []string{"--dry-run", "--snapshot", first}, code: 0, where: "stdout",
+			want: []string{"(chosen with --snapshot)", "skipped (--snapshot chooses the data)", "restore snapshot " + first + " of"},
+		},
+		{
+			name: "unknown snapshot",
+			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, ip6},
+			args: []string{"--yes", "--snapshot", "deadbeef"}, code: 1, where: "stderr",
+			want: []string{"snapshot: --snapshot deadbeef: no snapshot", "haul snapshots"},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -457,7 +475,7 @@ func TestPreflight(t *testing.T) {
 					t.Errorf("%s lacks %q:\n%s", c.where, want, out)
 				}
 			}
-			if strings.Contains(c.name, "dry run") && strings.Contains(r.stdout, "-replace") == strings.Contains(c.name, "missing") {
+			if strings.Contains(c.name, "server") && strings.Contains(c.name, "dry run") && strings.Contains(r.stdout, "-replace") == strings.Contains(c.name, "missing") {
 				t.Errorf("plan and -replace disagree:\n%s", r.stdout)
 			}
 			w.noSecrets(r)

@@ -33,6 +33,7 @@ var cmdRebuild = &cli.Command{
 		&cli.BoolFlag{Name: "dry-run", Usage: "run preflight only and print the plan; nothing changes"},
 		&cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"},
 		&cli.BoolFlag{Name: "skip-final-backup", Usage: "restore the newest snapshot without pulling a last one from the old server"},
+		&cli.StringFlag{Name: "snapshot", Usage: "restore snapshot `ID` (or prefix) instead of the newest, without a final backup: after a compromise, the data from before it"},
 		&cli.BoolFlag{Name: "allow-missing-server", Usage: "proceed when the server does not exist (tofu creates it)"},
 		&cli.BoolFlag{Name: "restart", Usage: "forget an unfinished earlier rebuild of the host and begin with preflight"},
 		jsonFlag,
@@ -87,7 +88,7 @@ func runRebuild(c *cli.Context) error {
 		Restore: func(ctx context.Context, r *repo.Repo, sn *repo.Snapshot) (*restore.AgentResult, error) {
 			return restoreOnto(ctx, cfg, r, sn, h, restore.AgentOptions{Logf: logf})
 		},
-		DryRun: dryRun, SkipFinalBackup: c.Bool("skip-final-backup"),
+		DryRun: dryRun, SkipFinalBackup: c.Bool("skip-final-backup"), Snapshot: c.String("snapshot"),
 		AllowMissingServer: c.Bool("allow-missing-server"), Restart: c.Bool("restart"),
 		HaulBin: self, Out: errw, Logf: logf,
 	}
