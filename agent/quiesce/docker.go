@@ -298,8 +298,9 @@ func (d *Docker) do(ctx context.Context, timeout time.Duration, method, path str
 }
 
 func (d *Docker) ioError(ctx context.Context, what string, timeout time.Duration, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: no answer from the docker daemon at %s within %v: %w", what, d.Host, timeout, ctx.Err())
+	// The connection's deadline is ctx's: either may fire first.
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%s: no answer from the docker daemon at %s within %v: %w", what, d.Host, timeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("%s: talking to the docker daemon at %s: %w", what, d.Host, err)
 }

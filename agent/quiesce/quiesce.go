@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -297,6 +298,9 @@ func (s *Set) Quiesce(ctx context.Context) error {
 		return err
 	}
 	s.steps = nil
+	if s.opts.Mode == ModePause {
+		return s.pauseAll(ctx)
+	}
 	for i := len(s.planned) - 1; i >= 0; i-- {
 		// A cancelled session stops further targets, but a call in flight
 		// is never abandoned: a stop the daemon keeps doing after we gave
@@ -327,22 +331,103 @@ func (s *Set) quiesceOne(ctx context.Context, t Target) error {
 	}
 }
 
+// pauseAll pauses every planned container at once. Order matters when
+// stopping (a service shuts down cleanly while what it depends on still
+// runs) but not for the cgroup freezer: nothing observes a frozen process,
+// and every target is frozen before the sync begins. At once, the window
+// pays for one pause instead of one per container.
+func (s *Set) pauseAll(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("quiesce interrupted: %w", err)
+	}
+	errs := make([]error, len(s.planned))
+	steps := make([]Step, len(s.planned))
+	var wg sync.WaitGroup
+	for i, t := range s.planned {
+		s.touched[i] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			errs[i] = s.quiesceOne(context.WithoutCancel(ctx), t)
+			steps[i] = Step{Name: t.Action + " " + t.Name, Took: time.Since(start)}
+		}()
+	}
+	wg.Wait()
+	for i := len(steps) - 1; i >= 0; i-- {
+		s.steps = append(s.steps, steps[i])
+	}
+	return errors.Join(errs...)
+}
+
+// unpauseAll unpauses every touched container at once (see pauseAll).
+// Containers that turn out not to be paused (the daemon restarted
+// meanwhile) are left for the ordered start that follows.
+func (s *Set) unpauseAll(ctx context.Context) (errs []error, failed map[int]bool) {
+	failed = map[int]bool{}
+	type result struct {
+		err  error
+		step Step
+	}
+	results := make([]result, len(s.planned))
+	var wg sync.WaitGroup
+	for i, t := range s.planned {
+		if !s.touched[i] || t.Kind != KindContainer || t.Action != ModePause {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			err := s.docker.Unpause(ctx, t.Name, s.opts.timeout())
+			results[i] = result{err: err, step: Step{Name: "unpause " + t.Name, Took: time.Since(start)}}
+		}()
+	}
+	wg.Wait()
+	for i, t := range s.planned {
+		if !s.touched[i] || t.Kind != KindContainer || t.Action != ModePause {
+			continue
+		}
+		r := results[i]
+		switch {
+		case r.err == nil:
+			s.steps = append(s.steps, r.step)
+			delete(s.touched, i)
+		case errors.Is(r.err, ErrNotPaused):
+			// resumeOne starts it, in order
+		case errors.Is(r.err, ErrContainerNotFound):
+			r.step.Name += " (container gone, skipped)"
+			s.steps = append(s.steps, r.step)
+			delete(s.touched, i)
+		default:
+			s.steps = append(s.steps, r.step)
+			errs = append(errs, r.err)
+			failed[i] = true // reported; touched still, for the next Resume
+		}
+	}
+	return errs, failed
+}
+
 // Resume brings back every touched target in start order.
 func (s *Set) Resume(ctx context.Context) error {
 	var errs []error
+	var failed map[int]bool
+	if s.opts.Mode == ModePause {
+		errs, failed = s.unpauseAll(ctx)
+	}
 	var last int = -1
 	for i := range s.planned {
-		if s.touched[i] {
+		if s.touched[i] && !failed[i] {
 			last = i
 		}
 	}
 	for i, t := range s.planned {
-		if !s.touched[i] {
+		if !s.touched[i] || failed[i] {
 			continue
 		}
 		start := time.Now()
 		err := s.resumeOne(ctx, t, i < last)
-		name := resumeVerb(t) + " " + t.Name
+		name := "start " + t.Name
 		if errors.Is(err, ErrContainerNotFound) {
 			// Removed during the freeze (a compose down, or at shutdown on
 			// NixOS, where the stack's unit recreates its containers at
@@ -360,13 +445,6 @@ func (s *Set) Resume(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func resumeVerb(t Target) string {
-	if t.Action == ModePause {
-		return "unpause"
-	}
-	return "start"
-}
-
 // resumeOne brings one target back. waitHealthy is set when more targets
 // follow: they may depend on this one (Pangolin's gerbil needs a healthy
 // pangolin), so a container with a healthcheck must report healthy first.
@@ -375,14 +453,15 @@ func (s *Set) resumeOne(ctx context.Context, t Target, waitHealthy bool) error {
 		return s.systemd.Start(ctx, t.Name, s.opts.timeout())
 	}
 	name := t.Name
-	if t.Action == ModePause {
+	if t.Action == ModePause && s.opts.Mode != ModePause {
+		// (In pause mode unpauseAll has tried already.)
 		err := s.docker.Unpause(ctx, name, s.opts.timeout())
 		if err == nil || !errors.Is(err, ErrNotPaused) {
 			return err
 		}
-		// Not paused: the daemon restarted meanwhile, or someone else
-		// unpaused it. Make sure it runs.
 	}
+	// Stopped, or a paused one that is not paused any more: the daemon
+	// restarted meanwhile, or someone else unpaused it. Make sure it runs.
 	if err := s.docker.Start(ctx, name, s.opts.timeout()); err != nil {
 		return err
 	}

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -352,5 +354,57 @@ func TestResumeSkipsRemovedContainer(t *testing.T) {
 	}
 	if st := s.Steps(); len(st) != 1 || !strings.Contains(st[0].Name, "container gone") {
 		t.Errorf("steps %+v", st)
+	}
+}
+
+// TestPauseModeAllAtOnce: pause mode pauses and unpauses every container
+// at once; one found not paused on the way back (the daemon restarted) is
+// started instead.
+func TestPauseModeAllAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	inFlight, maxInFlight := 0, 0
+	d := fakeEngine(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, r.Method+" "+r.URL.Path)
+		inFlight++
+		if inFlight > maxInFlight {
+			maxInFlight = inFlight
+		}
+		mu.Unlock()
+		time.Sleep(50 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		if r.URL.Path == "/containers/b/unpause" {
+			w.WriteHeader(409)
+			w.Write([]byte(`{"message":"Container b is not paused"}`))
+			return
+		}
+		w.WriteHeader(204)
+	}))
+	targets := []Target{{Kind: KindContainer, Name: "a", Action: "pause"}, {Kind: KindContainer, Name: "b", Action: "pause"}, {Kind: KindContainer, Name: "c", Action: "pause"}}
+	s := &Set{opts: Options{Mode: "pause"}, docker: d, planned: targets, planDone: true, touched: map[int]bool{}}
+	ctx := context.Background()
+	if err := s.Quiesce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if maxInFlight != 3 {
+		t.Errorf("%d pauses in flight at most, want 3 at once", maxInFlight)
+	}
+	calls = nil
+	if err := s.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(calls)
+	if got := strings.Join(calls, ","); got != "POST /containers/a/unpause,POST /containers/b/start,POST /containers/b/unpause,POST /containers/c/unpause" {
+		t.Errorf("resume calls %s", got)
+	}
+	var names []string
+	for _, st := range s.Steps() {
+		names = append(names, st.Name)
+	}
+	if got := strings.Join(names, ","); got != "pause c,pause b,pause a,unpause a,unpause c,start b" {
+		t.Errorf("steps %s", got)
 	}
 }

@@ -72,8 +72,12 @@ func (benchTB) Cleanup(func()) {}
 //     data dir, start the stack.
 //
 // Run: go test -run '^$' -bench Freeze -benchtime 5x ./test/quiesce/
-// The window is reported as window-ms (ns/op also counts the untimed
-// pre-sync and the writers' run between iterations).
+// Reported per iteration: window-ms (the downtime), down-ms (stopping or
+// pausing), sync-ms (haul's frozen sync, or writing the archive), up-ms
+// (starting or unpausing, with the wait for pangolin's health before the
+// others start) and copied-MiB (bytes copied inside the window, or the
+// archive's size). ns/op also counts the untimed pre-sync and the writers'
+// run between iterations.
 func BenchmarkFreeze(b *testing.B) {
 	for _, mode := range []string{"stop", "pause"} {
 		b.Run(mode, func(b *testing.B) {
@@ -88,7 +92,7 @@ func BenchmarkFreeze(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var window, syncT time.Duration
+			var window, syncT, down, up time.Duration
 			var copied int64
 			for i := 0; i < b.N; i++ {
 				time.Sleep(500 * time.Millisecond) // the stack writes
@@ -108,14 +112,22 @@ func BenchmarkFreeze(b *testing.B) {
 				window += w
 				copied += stats.BytesCopied
 				for _, p := range phases {
-					if p.Name == "sync" {
-						syncT += time.Duration(p.MS * float64(time.Millisecond))
+					d := time.Duration(p.MS * float64(time.Millisecond))
+					switch p.Name {
+					case "sync":
+						syncT += d
+					case "quiesce":
+						down += d
+					case "resume":
+						up += d
 					}
 				}
 				s.checkUp("after a freeze")
 			}
 			b.ReportMetric(float64(window.Microseconds())/1000/float64(b.N), "window-ms")
 			b.ReportMetric(float64(syncT.Microseconds())/1000/float64(b.N), "sync-ms")
+			b.ReportMetric(float64(down.Microseconds())/1000/float64(b.N), "down-ms")
+			b.ReportMetric(float64(up.Microseconds())/1000/float64(b.N), "up-ms")
 			b.ReportMetric(float64(copied)/(1<<20)/float64(b.N), "copied-MiB")
 		})
 	}
@@ -132,7 +144,7 @@ func BenchmarkFreeze(b *testing.B) {
 			}
 			out := filepath.Join(b.TempDir(), "backup.tar")
 			ctx, timeout := context.Background(), 30*time.Second
-			var window, archiveT time.Duration
+			var window, archiveT, down, up time.Duration
 			var size int64
 			for i := 0; i < b.N; i++ {
 				time.Sleep(500 * time.Millisecond)
@@ -143,11 +155,13 @@ func BenchmarkFreeze(b *testing.B) {
 					}
 				}
 				ta := time.Now()
+				down += ta.Sub(t0)
 				n, err := archive(s.data, out, gz)
 				if err != nil {
 					b.Fatal(err)
 				}
 				archiveT += time.Since(ta)
+				tu := time.Now()
 				size += n
 				for j, name := range s.running {
 					if err := docker.Start(ctx, name, timeout); err != nil {
@@ -159,11 +173,14 @@ func BenchmarkFreeze(b *testing.B) {
 						}
 					}
 				}
+				up += time.Since(tu)
 				window += time.Since(t0)
 				s.checkUp("after stop-tar-start")
 			}
 			b.ReportMetric(float64(window.Microseconds())/1000/float64(b.N), "window-ms")
 			b.ReportMetric(float64(archiveT.Microseconds())/1000/float64(b.N), "sync-ms")
+			b.ReportMetric(float64(down.Microseconds())/1000/float64(b.N), "down-ms")
+			b.ReportMetric(float64(up.Microseconds())/1000/float64(b.N), "up-ms")
 			b.ReportMetric(float64(size)/(1<<20)/float64(b.N), "copied-MiB")
 		})
 	}
