@@ -93,6 +93,7 @@ type puller struct {
 	hello  proto.HelloReply
 	blobs  map[proto.ID][]byte
 	cancel context.CancelFunc
+	in     io.Closer // the agent's stdin: closing it is the puller going away
 }
 
 // startRestore runs an agent session for verb restore and does hello.
@@ -102,7 +103,7 @@ func startRestore(t *testing.T, h *restoreHost, q quiesce.Quiescer) *puller {
 	outR, outW := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &Server{Config: h.cfg, AllowRestore: true, In: inR, Out: outW, Log: io.Discard, Quiescer: q}
-	p := &puller{t: t, c: proto.NewConn(outR, inW), done: make(chan error, 1), blobs: map[proto.ID][]byte{}, cancel: cancel}
+	p := &puller{t: t, c: proto.NewConn(outR, inW), done: make(chan error, 1), blobs: map[proto.ID][]byte{}, cancel: cancel, in: inW}
 	go func() {
 		err := srv.Serve(ctx, VerbRestore)
 		outW.CloseWithError(io.EOF)
@@ -585,7 +586,7 @@ func TestRestoreRefusesHostileTrees(t *testing.T) {
 }
 
 func TestRestoreRejectsBadChunks(t *testing.T) {
-	for _, tc := range []string{"unrequested", "corrupt", "twice", "missing"} {
+	for _, tc := range []string{"unrequested", "corrupt", "twice", "missing", "puller gone"} {
 		t.Run(tc, func(t *testing.T) {
 			h := newRestoreHost(t, "")
 			s := richSnapshot(t, h.data)
@@ -611,6 +612,26 @@ func TestRestoreRejectsBadChunks(t *testing.T) {
 				}
 			case "missing":
 				err = p.c.Send(proto.TRestoreCommit, &proto.RestoreCommit{})
+			case "puller gone":
+				if err = p.chunk(ids[0], s.blobs[ids[0]]); err == nil {
+					err = p.c.W.Flush()
+				}
+				p.in.Close()
+				go func() { // what the agent still says goes nowhere, as over a cut connection
+					for {
+						if _, _, err := p.c.R.Read(); err != nil {
+							return
+						}
+					}
+				}()
+				serr := <-p.done
+				if serr == nil || !errors.Is(serr, context.Canceled) {
+					t.Errorf("agent after the puller went away: %v", serr)
+				}
+				if after := listing(t, h.root); after != before {
+					t.Errorf("interrupted restore changed the host:\nbefore:\n%s\nafter:\n%s", before, after)
+				}
+				return
 			}
 			if err == nil {
 				_ = p.c.W.Flush()
