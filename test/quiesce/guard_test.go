@@ -232,3 +232,57 @@ func TestContainerNotFound(t *testing.T) {
 	checkNoSnapshotNoMarker(t, h)
 	s.checkUp("after the failed backup")
 }
+
+// TestTwoBackupsAtOnce: two pullers back up the same agent at the same
+// time. The second session waits for the first (the state dir's lock), so
+// no container is ever paused twice: dockerd's events alternate pause and
+// unpause for each one, and both backups succeed.
+func TestTwoBackupsAtOnce(t *testing.T) {
+	d := testenv.SharedDockerd(t)
+	s := newStack(t, d, "qa-twice", "", "pangolin", "gerbil")
+	q := map[string]any{"mode": "pause", "compose_project": s.project, "docker_host": d.Host}
+	a := newHost(t, s.data, q, "HAUL_AGENT_TEST_FREEZE_HOLD=1s")
+	b := newHost(t, s.data, q, "HAUL_AGENT_TEST_FREEZE_HOLD=1s")
+	b.writePullerConfig([]string{"/usr/bin/env", "HAUL_AGENT_TEST_FREEZE_HOLD=1s", filepath.Join(a.bins, "haul-agent"), "serve", "--config", a.AgentCfg})
+
+	since := time.Now()
+	type res struct {
+		r      *backupResult
+		stderr []byte
+		err    error
+	}
+	done := make(chan res, 2)
+	for _, h := range []*host{a, b} {
+		go func() {
+			r, stderr, err := h.backup()
+			done <- res{r, stderr, err}
+		}()
+	}
+	for range 2 {
+		r := <-done
+		if r.err != nil || !r.r.OK {
+			t.Errorf("a concurrent backup failed: %v %+v\n%s", r.err, r.r, r.stderr)
+		}
+	}
+	s.checkUp("after both backups")
+	out := d.Docker(t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Format(time.RFC3339Nano),
+		"--filter", "label=com.docker.compose.project="+s.project, "--format", "{{.Actor.Attributes.name}} {{.Action}}")
+	last := map[string]string{}
+	pauses := 0
+	for _, l := range strings.Split(out, "\n") {
+		name, action, _ := strings.Cut(l, " ")
+		if action != "pause" && action != "unpause" {
+			continue
+		}
+		if last[name] == action {
+			t.Errorf("container %s got %s twice in a row:\n%s", name, action, out)
+		}
+		last[name] = action
+		if action == "pause" {
+			pauses++
+		}
+	}
+	if pauses != 2*len(s.running) {
+		t.Errorf("%d pauses, want %d (each container once per backup):\n%s", pauses, 2*len(s.running), out)
+	}
+}
