@@ -228,6 +228,9 @@ func (rb *rebuilder) checkPrimaryIP(ctx context.Context, c *hcloud.Client, p *Pr
 	if !ip.Protection.Delete {
 		problems = append(problems, "delete protection is off: turn it on (delete_protection = true) so no rebuild or slip can lose the address")
 	}
+	if p.Server == nil && ip.AssigneeID != 0 {
+		problems = append(problems, fmt.Sprintf("it is assigned to server %d, not to %s, so the new server cannot take it", ip.AssigneeID, rb.settings.Server))
+	}
 	if srv := p.Server; srv != nil && ip.AssigneeID != srv.ID {
 		if ip.AssigneeID == 0 {
 			problems = append(problems, fmt.Sprintf("it is not assigned, but server %s uses another address", srv.Name))

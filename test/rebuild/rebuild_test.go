@@ -378,6 +378,9 @@ func TestPreflight(t *testing.T) {
 	w.haul("backup", "--host", hostName)
 	ip4 := getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", oldID))
 	ip6 := getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID))
+	// With the server gone, its primary IPs are unassigned.
+	ip4free := getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", 0))
+	ip6free := getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", 0))
 	unprotected := primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID)
 	unprotected.PrimaryIPs[0].AutoDelete = true
 	unprotected.PrimaryIPs[0].Protection.Delete = false
@@ -409,7 +412,7 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name: "missing server",
-			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4, ip6},
+			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4free, ip6free},
 			args: []string{"--yes"}, code: 1, where: "stderr",
 			want: []string{"server: no server named vps in the project this token belongs to", "--allow-missing-server"},
 		},
@@ -440,9 +443,16 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name: "missing server allowed, dry run",
-			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4, ip6},
+			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4free, ip6free},
 			args: []string{"--dry-run", "--allow-missing-server"}, code: 0, where: "stdout",
 			want: []string{"tofu creates it (--allow-missing-server)", "which creates server vps", "skipped: there is no old server"},
+		},
+		{
+			name: "primary IP held by another server",
+			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}),
+				getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", 77)), ip6free},
+			args: []string{"--yes", "--allow-missing-server"}, code: 1, where: "stderr",
+			want: []string{"primary ipv4: vps-ipv4 (127.0.0.1): it is assigned to server 77, not to vps"},
 		},
 		{
 			name: "chosen snapshot, dry run",
