@@ -115,6 +115,7 @@ type agentSession struct {
 	// once treeSent is closed.
 	content  map[proto.ID]bool
 	treeSent chan struct{}
+	treeOnce sync.Once
 	queue    *idQueue
 	end      proto.ManifestEnd
 
@@ -170,7 +171,7 @@ func (s *agentSession) run(ctx context.Context) error {
 	t := time.Now()
 	s.logf("%s: streaming the tree of snapshot %s", s.target(), s.sn.ID.Str())
 	err := s.sendTree(ctx)
-	close(s.treeSent)
+	s.treeDone()
 	s.res.Phases["tree"] = float64(time.Since(t).Microseconds()) / 1000
 	if err != nil {
 		s.fail(err)
@@ -193,6 +194,8 @@ func (s *agentSession) run(ctx context.Context) error {
 	s.res.Outcome = *s.result
 	return nil
 }
+
+func (s *agentSession) treeDone() { s.treeOnce.Do(func() { close(s.treeSent) }) }
 
 // handshake sends hello and checks the agent can take this snapshot.
 func (s *agentSession) handshake() error {
@@ -301,6 +304,9 @@ func (s *agentSession) sendTree(ctx context.Context) error {
 	if err := s.sendDir(ctx, *s.sn.Tree, "/"); err != nil {
 		return err
 	}
+	// The content set is complete: the agent may ask as soon as it has
+	// manifest-end.
+	s.treeDone()
 	if err := s.conn.Send(proto.TManifestEnd, &s.end); err != nil {
 		return err
 	}
