@@ -2,7 +2,9 @@ package rebuild_test
 
 import (
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -499,5 +501,48 @@ func TestPreflight(t *testing.T) {
 				t.Fatal("the old server or its data is gone")
 			}
 		})
+	}
+	t.Run("terminal, wrong name typed", func(t *testing.T) {
+		w.t = t
+		confirmOnTerminal(t, w)
+	})
+}
+
+// confirmOnTerminal: without --yes on a terminal, haul shows the
+// preflight and the plan and goes on only when the host's name is typed.
+func confirmOnTerminal(t *testing.T, w *world) {
+	testenv.Require(t, "script", "apt-get install bsdutils")
+	w.preflightOK()
+	quoted := []string{filepath.Join(w.bins, "haul"), "--config", w.cfgPath, "rebuild", "--host", hostName}
+	for i, a := range quoted {
+		quoted[i] = "'" + a + "'"
+	}
+	// script(1) gives haul a terminal; the answer is typed into it.
+	cmd := exec.Command("script", "-qec", strings.Join(quoted, " "), "/dev/null")
+	cmd.Env = w.env()
+	stdin, err := cmd.StdinPipe()
+	must(t, err)
+	out, err := func() ([]byte, error) {
+		var b strings.Builder
+		cmd.Stdout, cmd.Stderr = &b, &b
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		_, _ = io.WriteString(stdin, "vps-old\n")
+		err := cmd.Wait()
+		stdin.Close()
+		return []byte(b.String()), err
+	}()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1\n%s", err, out)
+	}
+	for _, want := range []string{"ok    server", "plan for vps:", "DESTROYS server vps (id 42)", "type the host's name (vps) to go ahead:", "not confirmed; nothing was changed"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("terminal shows no %q:\n%s", want, out)
+		}
+	}
+	if w.tofuCalls() != 0 || exists(w.statePath()) {
+		t.Fatal("an unconfirmed rebuild ran tofu or left state")
 	}
 }
