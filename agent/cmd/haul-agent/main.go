@@ -163,7 +163,9 @@ func recoverCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if !acted {
+	// The timer runs this every 30s: say "nothing to do" to a person, not
+	// to the journal.
+	if fi, err := os.Stderr.Stat(); !acted && err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 		logf("nothing to recover in %s", cfg.StateDir)
 	}
 	return nil
