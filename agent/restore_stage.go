@@ -324,8 +324,8 @@ func (s *stage) create(pfd, idx int) error {
 	case proto.NodeFile:
 		s.files++
 		s.bytes += int64(n.Size)
-		if first, ok := s.hardLink(idx); ok {
-			first := s.nodes[first]
+		if fi, ok := s.hardLink(idx); ok {
+			first := s.nodes[fi]
 			var ofd int
 			ofd, err = s.openParent(first.root, first.rel)
 			if err == nil {

@@ -689,12 +689,12 @@ func TestMarkOverTheWire(t *testing.T) {
 
 // recordingQuiescer notes when it quiesced and resumed.
 type recordingQuiescer struct {
-	mu                    sync.Mutex
-	quiesced, resumed     time.Time
-	quiesceErr, resumeErr error
+	mu                             sync.Mutex
+	quiesced, resumed              time.Time
+	planErr, quiesceErr, resumeErr error
 }
 
-func (q *recordingQuiescer) Plan(context.Context) ([]quiesce.Target, error) { return nil, nil }
+func (q *recordingQuiescer) Plan(context.Context) ([]quiesce.Target, error) { return nil, q.planErr }
 func (q *recordingQuiescer) Quiesce(context.Context) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -894,5 +894,41 @@ func TestOpenBeneathRefusesSymlinks(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
 		t.Errorf("something was created outside: %v", ents)
+	}
+}
+
+// TestRestoreFreshHostWithoutTargets: on a host that is not ready, the
+// stack's containers may not exist yet. A quiesce plan that fails there is
+// a warning, and the restore that lets the stack start goes through; on a
+// ready host the same failure stops the restore.
+func TestRestoreFreshHostWithoutTargets(t *testing.T) {
+	h := newRestoreHost(t, "")
+	s := richSnapshot(t, h.data)
+	q := &recordingQuiescer{planErr: errors.New("no such container: pangolin")}
+	p := startRestore(t, h, q)
+	p.blobs = s.blobs
+	res, err := p.restore(begin(h.data), s.tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) == 0 || !strings.Contains(strings.Join(res.Warnings, " "), "no such container") {
+		t.Errorf("warnings %q, want the failed plan", res.Warnings)
+	}
+	if !q.quiesced.IsZero() {
+		t.Error("quiesced after a failed plan")
+	}
+	checkTree(t, h.data, s)
+
+	h.cfg.AllowInplaceRestore = true
+	before := listing(t, h.data)
+	p = startRestore(t, h, q)
+	p.blobs = s.blobs
+	_, err = p.restore(begin(h.data), s.tree)
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Code != proto.CodeFreeze {
+		t.Fatalf("ready host, failed plan: %v, want a freeze error", err)
+	}
+	if after := listing(t, h.data); after != before {
+		t.Error("failed restore changed the data")
 	}
 }
