@@ -82,7 +82,9 @@ func (s *Server) Serve(ctx context.Context, verb string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	conn := &proto.Conn{R: proto.NewReader(s.In), W: proto.NewWriter(s.Out)}
-	frames := make(chan frame, 64)
+	// A short read-ahead: during a restore frames carry chunks of up to 8 MiB,
+	// and the VPS is small.
+	frames := make(chan frame, 2)
 	go func() {
 		defer close(frames)
 		for {
