@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"runtime"
 	"slices"
 	"strings"
@@ -160,7 +161,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 			return coded(proto.CodeIO, "dry run: %v", err)
 		}
 		res.Warnings = st.warnings
-		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, humanBytes(st.bytes))
+		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, units.Bytes(st.bytes))
 		return s.conn.Send(proto.TRestoreResult, res)
 	}
 
@@ -212,7 +213,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		return fmt.Errorf("snapshot %s is swapped in (previous data kept as %s), but: %w", short(b.Snapshot), strings.Join(kept, ", "), err)
 	}
 	res.Warnings = st.warnings
-	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), st.files, humanBytes(st.bytes), res.FreezeMS)
+	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), st.files, units.Bytes(st.bytes), res.FreezeMS)
 	return s.conn.Send(proto.TRestoreResult, res)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"os"
 	"path/filepath"
 	"sort"
@@ -436,7 +437,7 @@ func (s *stage) ioErr(root int, what string, err error) error {
 		r := s.roots[root]
 		return coded(proto.CodeNoSpace, "disk full on %s while staging the restore (%s): the snapshot needs %s there and %s is free now; "+
 			"free space or grow the disk, then restore again. The live data is untouched and the staging copy was removed",
-			r.dataPath, what, humanBytes(r.bytes), humanBytes(freeBytes(filepath.Dir(r.dataPath))))
+			r.dataPath, what, units.Bytes(r.bytes), units.Bytes(freeBytes(filepath.Dir(r.dataPath))))
 	}
 	return coded(proto.CodeIO, "%s: %v", what, err)
 }
@@ -487,7 +488,7 @@ func (s *stage) checkSpace() error {
 			return coded(proto.CodeNoSpace, "disk full on %s: the restore needs %s for its staging copy beside the live data and %s is free. "+
 				"Free space or grow the disk, then restore again (the live data stays in place until the swap, so a restore needs room for both). "+
 				"The live data is untouched and the staging copy was removed",
-				strings.Join(f.paths, ", "), humanBytes(f.need), humanBytes(free))
+				strings.Join(f.paths, ", "), units.Bytes(f.need), units.Bytes(free))
 		}
 	}
 	return nil
@@ -607,17 +608,4 @@ func permBits(m uint32) uint32 {
 		b |= unix.S_ISVTX
 	}
 	return b
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -6,6 +6,7 @@ package runlog
 
 import (
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"os"
 	"sort"
@@ -243,15 +244,4 @@ func (t *Tail) String() string {
 }
 
 // HumanBytes formats n in binary units.
-func HumanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func HumanBytes(n int64) string { return units.Bytes(n) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"sync"
@@ -302,8 +303,8 @@ func backupLine(r hostResult) string {
 		return fmt.Sprintf("%-12s FAILED  %s", r.Host, firstLineOf(r.Error))
 	}
 	return fmt.Sprintf("%-12s snapshot %s  %d files, %s  moved %s on the wire (%d chunks, %s new)  freeze %.1f ms  took %.2fs",
-		r.Host, r.SnapshotID[:8], r.Files, humanBytes(r.Bytes), humanBytes(r.Wire.BytesIn+r.Wire.BytesOut),
-		r.ChunksWanted, humanBytes(r.BytesAdded), r.FreezeMS, r.DurationMS/1000)
+		r.Host, r.SnapshotID[:8], r.Files, units.Bytes(r.Bytes), units.Bytes(r.Wire.BytesIn+r.Wire.BytesOut),
+		r.ChunksWanted, units.Bytes(r.BytesAdded), r.FreezeMS, r.DurationMS/1000)
 }
 
 func firstLineOf(s string) string {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,7 +85,7 @@ func runDemo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "    %d files, %s (database %s)\n", st.Files, humanBytes(st.Bytes), humanBytes(st.DBBytes))
+	fmt.Fprintf(out, "    %d files, %s (database %s)\n", st.Files, units.Bytes(st.Bytes), units.Bytes(st.DBBytes))
 	agentCfg := filepath.Join(ws, "vps", "haul-agent.json")
 	if err := writeJSON(agentCfg, map[string]any{
 		"host":       "demo-vps",
@@ -186,7 +187,7 @@ func runDemo(c *cli.Context) error {
 	for _, rw := range rows {
 		res := rw.res
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%d files\t%.2fs\t\n", strings.SplitN(rw.name, ":", 2)[0], res.SnapshotID[:8], res.Files,
-			humanBytes(res.Bytes), res.ChunksWanted, humanBytes(res.Wire.BytesIn+res.Wire.BytesOut), humanBytes(res.BytesAdded),
+			units.Bytes(res.Bytes), res.ChunksWanted, units.Bytes(res.Wire.BytesIn+res.Wire.BytesOut), units.Bytes(res.BytesAdded),
 			res.Manifest.FilesRead, res.DurationMS/1000)
 	}
 	if err := tw.Flush(); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -128,6 +129,6 @@ func logPruneResult(logf func(string, ...any), res *prune.Result) {
 		verb = "would remove"
 	}
 	logf("prune %s %d blobs (%s) in %d packs, repacked %d blobs (%s); %s still in use",
-		verb, res.BlobsRemoved, humanBytes(int64(res.BytesRemoved)), res.PacksRemoved,
-		res.BlobsRepacked, humanBytes(int64(res.BytesRepacked)), humanBytes(int64(res.BytesUsed)))
+		verb, res.BlobsRemoved, units.Bytes(int64(res.BytesRemoved)), res.PacksRemoved,
+		res.BlobsRepacked, units.Bytes(int64(res.BytesRepacked)), units.Bytes(int64(res.BytesUsed)))
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"time"
@@ -135,10 +136,10 @@ func printMigrate(w io.Writer, m *migrateResult, mark *proto.RestoreResult) {
 	fmt.Fprintf(w, "migrated %s → %s in %.2fs\n", m.From, m.To, m.DurationMS/1000)
 	b := m.Backup
 	fmt.Fprintf(w, "  backup of %s: snapshot %s, %d files, %s, freeze %.1f ms, %.2fs\n",
-		m.From, b.SnapshotID[:8], b.Files, humanBytes(b.Bytes), b.FreezeMS, b.DurationMS/1000)
+		m.From, b.SnapshotID[:8], b.Files, units.Bytes(b.Bytes), b.FreezeMS, b.DurationMS/1000)
 	o := m.Restore.Outcome
 	fmt.Fprintf(w, "  restore onto %s: %d files, %s, %d chunks, %s on the wire, swap freeze %.1f ms, %.2fs\n",
-		m.To, o.Files, humanBytes(o.Bytes), m.Restore.ChunksSent, humanBytes(m.Restore.Wire.BytesIn+m.Restore.Wire.BytesOut), o.FreezeMS, m.Restore.DurationMS/1000)
+		m.To, o.Files, units.Bytes(o.Bytes), m.Restore.ChunksSent, units.Bytes(m.Restore.Wire.BytesIn+m.Restore.Wire.BytesOut), o.FreezeMS, m.Restore.DurationMS/1000)
 	if len(o.Kept) > 0 {
 		fmt.Fprintf(w, "  previous data on %s kept as %s\n", m.To, strings.Join(o.Kept, ", "))
 	}

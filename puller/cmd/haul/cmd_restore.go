@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"time"
@@ -124,13 +125,13 @@ func printAgentRestore(w io.Writer, res *restore.AgentResult) {
 	o := res.Outcome
 	if o.DryRun {
 		fmt.Fprintf(w, "dry run: snapshot %s of %s staged and verified on %s (%d files, %s; %d chunks, %s on the wire) in %.2fs; staging removed, nothing swapped\n",
-			res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, humanBytes(o.Bytes), res.ChunksSent,
-			humanBytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
+			res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, units.Bytes(o.Bytes), res.ChunksSent,
+			units.Bytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
 		return
 	}
 	fmt.Fprintf(w, "restored snapshot %s of %s onto %s: %d files, %s (%d chunks, %s on the wire) in %.2fs\n",
-		res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, humanBytes(o.Bytes), res.ChunksSent,
-		humanBytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
+		res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, units.Bytes(o.Bytes), res.ChunksSent,
+		units.Bytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
 	fmt.Fprintf(w, "  services quiesced %.1f ms, for the swap only\n", o.FreezeMS)
 	if len(o.Kept) > 0 {
 		fmt.Fprintf(w, "  previous data kept as %s\n", strings.Join(o.Kept, ", "))

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"strings"
 	"text/tabwriter"
 
@@ -39,11 +40,11 @@ var cmdSnapshots = &cli.Command{
 			files, size, freeze, moved := "-", "-", "-", "-"
 			if sn.Summary != nil {
 				files = fmt.Sprint(sn.Summary.TotalFilesProcessed)
-				size = humanBytes(int64(sn.Summary.TotalBytesProcessed))
+				size = units.Bytes(int64(sn.Summary.TotalBytesProcessed))
 			}
 			if sn.Haul != nil {
 				freeze = fmt.Sprintf("%.1f ms", sn.Haul.FreezeMS)
-				moved = humanBytes(sn.Haul.WireBytesIn + sn.Haul.WireBytesOut)
+				moved = units.Bytes(sn.Haul.WireBytesIn + sn.Haul.WireBytesOut)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.ID.Str(), sn.Time.Format("2006-01-02 15:04:05"),
 				sn.Hostname, strings.Join(sn.Paths, ","), files, size, freeze, moved)

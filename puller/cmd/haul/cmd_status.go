@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -74,10 +75,10 @@ func printStatus(w io.Writer, rep *status.Report) {
 				files = fmt.Sprint(*n.Files)
 			}
 			if n.Bytes != nil {
-				size = humanBytes(int64(*n.Bytes))
+				size = units.Bytes(int64(*n.Bytes))
 			}
 			if n.BytesMoved != nil {
-				moved = humanBytes(*n.BytesMoved)
+				moved = units.Bytes(*n.BytesMoved)
 			}
 			if n.FreezeMS != nil {
 				freeze = fmt.Sprintf("%.0f ms", *n.FreezeMS)

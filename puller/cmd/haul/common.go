@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -60,17 +59,4 @@ func connecter(h *config.Host, restore bool) transport.Connecter {
 		Host: h.Name, Address: h.Address, User: h.User, IdentityFile: key,
 		KnownHosts: h.KnownHosts, Timeout: h.ConnectTimeout.Or(0),
 	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
