@@ -29,6 +29,8 @@ var (
 func shortBytes(n int64) string {
 	f := float64(n)
 	switch {
+	case f >= 10<<30:
+		return fmt.Sprintf("%.0fG", f/(1<<30))
 	case f >= 1<<30:
 		return fmt.Sprintf("%.1fG", f/(1<<30))
 	case f >= 10<<20:

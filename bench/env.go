@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/haulproject/haul/bench/rusage"
 	"github.com/haulproject/haul/internal/testenv"
 )
@@ -225,6 +227,12 @@ func (e *Env) measure(ctx context.Context, side string, cmd *exec.Cmd) (Run, err
 	}
 	if _, err := rusage.Collect(e.records, 30*time.Second); err != nil { // drop strays
 		return Run{}, err
+	}
+	// Write back what earlier runs left dirty (rsync's copies, the
+	// repositories), so that no tool's fsyncs wait for another tool's data.
+	if f, err := os.Open(e.Root); err == nil {
+		_ = unix.Syncfs(int(f.Fd()))
+		f.Close()
 	}
 	wrapped := exec.CommandContext(ctx, e.rec, append([]string{"-dir", e.records, "-side", side, "-role", "client", "--", cmd.Path}, cmd.Args[1:]...)...)
 	wrapped.Env, wrapped.Dir = cmd.Env, cmd.Dir

@@ -92,7 +92,11 @@ func (e *Env) Versions() [][2]string {
 		sshd = "openssh-server " + string(b)
 	}
 	goVersion := first("go", "version")
-	source := "built from the working tree at " + first("git", "-C", e.ModuleRoot, "describe", "--always", "--dirty")
+	source := "built from the working tree at " + first("git", "-C", e.ModuleRoot, "rev-parse", "--short", "HEAD")
+	// Only changes to haul's own code make the numbers differ from the commit's.
+	if out, _ := exec.Command("git", "-C", e.ModuleRoot, "status", "--porcelain", "--", "agent", "puller", "proto", "internal", "go.mod", "go.sum").Output(); len(out) > 0 {
+		source += " plus uncommitted changes to haul's code"
+	}
 	if d := os.Getenv("HAUL_BIN_DIR"); d != "" {
 		source = "prebuilt binaries from HAUL_BIN_DIR=" + d
 	}

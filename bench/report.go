@@ -63,7 +63,9 @@ per-connection processes are counted for no tool. **peak RSS** is the largest
 single process's maximum resident set on that side (wait4's Maxrss; below the
 recorder's own ~2 MiB, the process's VmHWM sampled from /proc). Pull tools
 (haul, rsync) run their client on the NAS, push tools (restic, borg) on the VPS.
-The page cache is warm for every tool. sshd gets ` + "`SetEnv SHLVL=1`" + ` so that
+The page cache is warm for every tool, and before each run the harness
+writes back the filesystem's dirty pages (syncfs), so no tool waits for the
+previous one's writes. sshd gets ` + "`SetEnv SHLVL=1`" + ` so that
 bash, which runs every forced command, does not source root's ~/.bashrc (on the
 machine these numbers come from it runs ` + "`pyenv init`" + `, 0.3–1 s per connection).
 `
