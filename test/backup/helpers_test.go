@@ -279,3 +279,8 @@ func (p *cutProxy) serve(c net.Conn) {
 	c.Close()
 	s.Close()
 }
+
+// copyTree copies a directory tree with modes and mtimes (cp -a).
+func copyTree(src, dst string) error {
+	return exec.Command("cp", "-a", src, dst).Run()
+}
