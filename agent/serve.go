@@ -146,8 +146,10 @@ type session struct {
 	frames  <-chan frame
 	verb    string
 	version int // negotiated protocol version
-	pol     chunker.Pol
-	unlock  func()
+	// committed reports the mirror's deferred fsync after a freeze.
+	committed chan error
+	pol       chunker.Pol
+	unlock    func()
 }
 
 // next returns the next frame or the reason there is none.
@@ -293,6 +295,11 @@ func (s *session) backup(ctx context.Context) error {
 		wg.Wait()
 		close(out)
 		<-writerErr
+		if s.committed != nil {
+			if err := <-s.committed; err != nil {
+				s.logf("warning: mirror not committed, the next backup recopies it: %v", err)
+			}
+		}
 	}()
 	var bye proto.Bye
 	var walkErr, sendErr error
@@ -410,6 +417,9 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	if err != nil {
 		return nil, coded(proto.CodeIO, "%v", err)
 	}
+	// The copies are fsynced after the freeze, while the chunks travel,
+	// not inside the window (see mirror.Mirror.Defer).
+	m.Defer = true
 	rep := &proto.Frozen{Mode: s.Config.Quiesce.Mode}
 	t0 := time.Now()
 	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
@@ -432,6 +442,8 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 		return nil, err
 	}
 	s.logf("freeze %s: %.1f ms (%d files, %d bytes copied while frozen)", q.Describe(), rep.FreezeMS, stats.Copied, stats.BytesCopied)
+	s.committed = make(chan error, 1)
+	go func() { s.committed <- m.Commit() }()
 	return rep, nil
 }
 

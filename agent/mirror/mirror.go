@@ -45,10 +45,18 @@ type Mirror struct {
 	Root      string // the mirror directory
 	IndexPath string // where the change index is persisted
 
-	index map[string]fileState
-	next  map[string]fileState
-	links map[[2]uint64]string // source (dev, ino) → first mirror path this sync
-	stats Stats
+	// Defer moves the durability of copied files out of Sync into Commit:
+	// the copies are fsynced, and the index saved, once the caller is done
+	// (after the freeze window, while the chunks travel). Until Commit the
+	// index stays marked dirty, so a crash in between makes the next sync
+	// recopy everything rather than trust copies that may not be on disk.
+	Defer bool
+
+	index   map[string]fileState
+	next    map[string]fileState
+	links   map[[2]uint64]string // source (dev, ino) → first mirror path this sync
+	stats   Stats
+	pending []string // copies not yet fsynced (Defer)
 }
 
 // Open loads the mirror's index. A missing index (first run) or one left
@@ -77,8 +85,8 @@ func Open(root, indexPath string) (*Mirror, error) {
 }
 
 // Sync makes the mirror equal to the sources: content, type, mode, owner,
-// mtime, link targets and hard links. It ends with syncfs, so the mirror is
-// durable when it returns.
+// mtime, link targets and hard links. Unless Defer is set, the copies and the
+// index are durable when it returns.
 func (m *Mirror) Sync(ctx context.Context, sources []string) (Stats, error) {
 	m.stats = Stats{}
 	m.next = make(map[string]fileState, len(m.index))
@@ -97,18 +105,39 @@ func (m *Mirror) Sync(ctx context.Context, sources []string) (Stats, error) {
 	if err := m.removeStale(sources); err != nil {
 		return m.stats, err
 	}
-	// Only copied content must be durable before the index records it
-	// (copyFile fsyncs each copy). Everything else is checked against the
-	// mirror itself on every sync. No syncfs: it would flush every other
-	// writer's dirty pages on the filesystem, inside the freeze window.
+	// Only copied content must be durable before the index records it.
+	// Everything else is checked against the mirror itself on every sync.
+	// No syncfs: it would flush every other writer's dirty pages on the
+	// filesystem, inside the freeze window.
 	m.index = m.next
+	if m.Defer {
+		return m.stats, nil
+	}
+	return m.stats, m.Commit()
+}
+
+// Commit makes the copies of the syncs since the last Commit durable, then
+// saves the index and clears its dirty mark.
+func (m *Mirror) Commit() error {
+	for _, p := range m.pending {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // replaced or removed by a later sync
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync mirror copy %s: %w", p, err)
+		}
+	}
+	m.pending = nil
 	if err := m.saveIndex(); err != nil {
-		return m.stats, err
+		return err
 	}
-	if err := os.Remove(m.IndexPath + ".dirty"); err != nil {
-		return m.stats, err
-	}
-	return m.stats, nil
+	return os.Remove(m.IndexPath + ".dirty")
 }
 
 func (m *Mirror) mirrorPath(src string) string {
@@ -313,9 +342,12 @@ func (m *Mirror) syncFile(src, dst string, st *unix.Stat_t, dstExists bool, dt *
 	if unchanged {
 		return m.applyMeta(dst, st, false)
 	}
-	n, err := copyFile(src, dst, st)
+	n, err := copyFile(src, dst, st, !m.Defer)
 	if err != nil {
 		return err
+	}
+	if m.Defer {
+		m.pending = append(m.pending, dst)
 	}
 	m.stats.Copied++
 	m.stats.BytesCopied += n
@@ -324,7 +356,7 @@ func (m *Mirror) syncFile(src, dst string, st *unix.Stat_t, dstExists bool, dt *
 
 // copyFile copies src to a temporary file beside dst and renames it over
 // dst, so the mirror never holds a half-written file under its name.
-func copyFile(src, dst string, st *unix.Stat_t) (int64, error) {
+func copyFile(src, dst string, st *unix.Stat_t, durable bool) (int64, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return 0, fmt.Errorf("open %s: %w", src, err)
@@ -337,7 +369,7 @@ func copyFile(src, dst string, st *unix.Stat_t) (int64, error) {
 		return 0, fmt.Errorf("create %s: %w", tmp, err)
 	}
 	n, err := io.Copy(out, in)
-	if err == nil {
+	if err == nil && durable {
 		// Durable before the index says the mirror holds this version: a
 		// crash that lost the data would otherwise go unnoticed, since
 		// size and mtime are applied after the copy.

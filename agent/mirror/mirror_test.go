@@ -133,3 +133,37 @@ func TestSyncRemovesDroppedDataPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeferredCommit: with Defer the index stays dirty until Commit, so a
+// crash before it makes the next sync recopy; after Commit it is trusted.
+func TestDeferredCommit(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "data")
+	write(t, filepath.Join(src, "f"), "content")
+	open := func() *Mirror {
+		m, err := Open(filepath.Join(root, "mirror"), filepath.Join(root, "mirror.index"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := open()
+	m.Defer = true
+	sync(t, m, src)
+	if _, err := os.Stat(m.IndexPath + ".dirty"); err != nil {
+		t.Fatal("index not marked dirty before Commit")
+	}
+	// "Crash": a new process opens the mirror without Commit.
+	if st := sync(t, open(), src); st.Copied != 1 {
+		t.Fatalf("uncommitted mirror trusted: copied %d", st.Copied)
+	}
+	m = open()
+	m.Defer = true
+	sync(t, m, src)
+	if err := m.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if st := sync(t, open(), src); st.Copied != 0 {
+		t.Fatalf("committed mirror not trusted: copied %d", st.Copied)
+	}
+}
