@@ -106,9 +106,22 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	var sessErr error
 	upErr := r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
 		s.up = up
+		s.pw = newPackWriter(r.Backend, r.Key(), r.PackSize(), r.Config().Version)
 		sessErr = s.run(ctx)
 		if sessErr != nil && ctx.Err() != nil {
+			// Interrupted: still index the packs already written, so
+			// they are neither orphaned nor asked for again.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			_ = s.pw.Close(cctx)
 			return sessErr
+		}
+		// Kept on failure too: every chunk in it was verified.
+		if err := s.pw.Close(ctx); err != nil {
+			if sessErr == nil {
+				sessErr = fmt.Errorf("store chunks: %w", err)
+			}
+			return err
 		}
 		// Returning nil flushes packs and index, so the chunks received
 		// before a failure are kept for the next run.
@@ -202,6 +215,7 @@ type session struct {
 	root     restic.ID
 
 	requested   map[proto.ID]bool // asked for and not yet received
+	pw          *packWriter       // stores compressed chunks as they came
 	full        map[proto.ID]bool // asked for whole after a delta failed
 	bases       *baseCache
 	outstanding int
@@ -456,9 +470,20 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 		// Never stored: a chunk is saved only under the ID its bytes hash to.
 		return fmt.Errorf("rejected data from agent: %w", err)
 	}
-	if c.Encoding == proto.EncRaw {
-		plain = append([]byte(nil), plain...) // the frame buffer is reused
+	if c.Encoding == proto.EncZstd {
+		// The frame is stored as the blob's compressed form: no second
+		// compression. A blob the repository already holds (sent by
+		// another host) is not stored again.
+		delete(s.requested, c.ID)
+		s.outstanding--
+		s.res.ChunkBytes += int64(len(plain))
+		s.recv.add(c.ID)
+		if _, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(c.ID)); ok {
+			return nil
+		}
+		return s.pw.Add(ctx, restic.ID(c.ID), append([]byte(nil), c.Data...), len(plain))
 	}
+	plain = append([]byte(nil), plain...) // the frame buffer is reused
 	s.store(ctx, c.ID, plain)
 	return nil
 }
@@ -494,8 +519,8 @@ func (s *session) store(ctx context.Context, id proto.ID, plain []byte) {
 func (s *session) drainSaves(block bool) error {
 	if block {
 		s.saves.Wait()
-		s.res.BlobsNew = s.blobsNew.Load()
-		s.res.BytesAdded = s.packed.Load()
+		s.res.BlobsNew = s.blobsNew.Load() + s.pw.blobs
+		s.res.BytesAdded = s.packed.Load() + s.pw.bytesAdded
 	}
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()

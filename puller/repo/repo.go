@@ -28,6 +28,9 @@ import (
 type Repo struct {
 	*repository.Repository
 	Path string
+	// Backend is the storage under the repository; haul writes packs of
+	// blobs it receives already compressed through it (see backup).
+	Backend backend.Backend
 	// noIndex: opened by OpenNoIndex; Lock leaves the index to the checker.
 	noIndex bool
 }
@@ -93,7 +96,7 @@ func open(ctx context.Context, be backend.Backend, path, password string, pol *c
 		if err := r.Init(ctx, restic.MaxRepoVersion, password, pol); err != nil {
 			return nil, fmt.Errorf("init repository %s: %w", path, err)
 		}
-		return &Repo{Repository: r, Path: path}, nil
+		return &Repo{Repository: r, Path: path, Backend: be}, nil
 	}
 	if err := r.SearchKey(ctx, password, 20, ""); err != nil {
 		if errors.Is(err, repository.ErrNoKeyFound) {
@@ -101,7 +104,7 @@ func open(ctx context.Context, be backend.Backend, path, password string, pol *c
 		}
 		return nil, fmt.Errorf("repository %s: %w", path, err)
 	}
-	return &Repo{Repository: r, Path: path}, nil
+	return &Repo{Repository: r, Path: path, Backend: be}, nil
 }
 
 // Lock takes restic's lock on the repository: shared for backups, exclusive
