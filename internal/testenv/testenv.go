@@ -260,3 +260,22 @@ func tail(path string, n int64) string {
 	_, _ = f.ReadAt(b, off)
 	return string(b)
 }
+
+// Haul runs the haul binary from Binaries with --config cfg and returns
+// what it printed and its exit code; failing to run it at all fails the
+// test.
+func Haul(t testing.TB, cfg string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(Binaries(t), "haul"), append([]string{"--config", cfg}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("run haul %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), 0
+}

@@ -4,7 +4,6 @@
 package backup_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -91,16 +90,7 @@ func (e *env) haul(args ...string) string {
 
 func (e *env) haulCode(args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
-	cmd := exec.Command(filepath.Join(e.bins, "haul"), append([]string{"--config", e.cfg}, args...)...)
-	var o, er bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &er
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return o.String(), er.String(), ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return o.String(), er.String(), 0
+	return testenv.Haul(e.t, e.cfg, args...)
 }
 
 // backupResult is the part of `haul backup --json` the tests read.

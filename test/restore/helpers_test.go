@@ -7,7 +7,6 @@
 package restore_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -174,15 +173,7 @@ func (n *nas) haul(args ...string) string {
 
 func (n *nas) haulCode(args ...string) (stdout, stderr string, code int) {
 	n.t.Helper()
-	cmd := exec.Command(filepath.Join(testenv.Binaries(n.t), "haul"), append([]string{"--config", n.cfg}, args...)...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return o.String(), e.String(), ee.ExitCode()
-	}
-	must(n.t, err)
-	return o.String(), e.String(), 0
+	return testenv.Haul(n.t, n.cfg, args...)
 }
 
 // restoreResult is the part of `haul restore --json` the tests read.
