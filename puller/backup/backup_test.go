@@ -122,15 +122,21 @@ func TestBackupInProcessAndRestore(t *testing.T) {
 }
 
 // hostile is an agent that follows the protocol up to the manifest, then
-// misbehaves as told.
+// answers wants as told.
 func hostile(nodes []proto.Node, onWant func(w *proto.Writer, ids []proto.ID)) peer {
+	return hostileAgent(1, nodes, func(w *proto.Writer, _ proto.Type, ids []proto.ID) { onWant(w, ids) })
+}
+
+// hostileAgent speaks protocol version, streams nodes (closing each dir
+// at once), hands every want and want-full to onWant, and says bye.
+func hostileAgent(version int, nodes []proto.Node, onWant func(w *proto.Writer, t proto.Type, ids []proto.ID)) peer {
 	return func(ctx context.Context, in io.Reader, out io.Writer) error {
 		c := proto.NewConn(in, out)
 		var h proto.Hello
 		if err := c.Expect(proto.THello, &h); err != nil {
 			return err
 		}
-		_ = c.Send(proto.THelloReply, &proto.HelloReply{Version: 1, Verb: "backup", DataPaths: []string{"/data"}})
+		_ = c.Send(proto.THelloReply, &proto.HelloReply{Version: version, Verb: "backup", DataPaths: []string{"/data"}})
 		if err := c.Expect(proto.TFreeze, nil); err != nil {
 			return err
 		}
@@ -151,10 +157,14 @@ func hostile(nodes []proto.Node, onWant func(w *proto.Writer, ids []proto.ID)) p
 			if err != nil {
 				return nil
 			}
-			if t == proto.TWant {
+			switch t {
+			case proto.TWant, proto.TWantFull:
 				ids, _ := proto.DecodeWant(p)
-				onWant(c.W, ids)
+				onWant(c.W, t, ids)
 				_ = c.W.Flush()
+			case proto.TDone:
+				_ = c.Send(proto.TBye, &proto.Bye{})
+				return nil
 			}
 		}
 	}

@@ -160,7 +160,7 @@ func hostileDelta(t *testing.T, bad func(base proto.ID) []proto.DeltaOp, honest 
 	session := func(content []byte, onWant func(w *proto.Writer, t proto.Type, ids []proto.ID)) (*backup.Result, error) {
 		id := proto.Hash(content)
 		nodes := []proto.Node{{Name: []byte("db.sqlite"), Type: proto.NodeFile, Mode: 0o644, Size: uint64(len(content)), Chunks: []proto.ChunkRef{{ID: id, Length: uint32(len(content))}}}}
-		return backup.Run(context.Background(), openRepo(t, dir), hostile2(nodes, onWant), backup.Options{Host: "vps", CacheDir: cache})
+		return backup.Run(context.Background(), openRepo(t, dir), hostileAgent(2, nodes, onWant), backup.Options{Host: "vps", CacheDir: cache})
 	}
 	_, err := session(v1, func(w *proto.Writer, _ proto.Type, ids []proto.ID) {
 		_ = w.Write(proto.TChunk, proto.ChunkHeader(ids[0], proto.EncRaw, len(v1)), v1)
@@ -223,45 +223,6 @@ func TestHostileDeltas(t *testing.T) {
 				t.Fatalf("want only the first snapshot, have %d", len(sns))
 			}
 		})
-	}
-}
-
-// hostile2 is hostile with protocol version 2 and want-full frames.
-func hostile2(nodes []proto.Node, onWant func(w *proto.Writer, t proto.Type, ids []proto.ID)) peer {
-	return func(ctx context.Context, in io.Reader, out io.Writer) error {
-		c := proto.NewConn(in, out)
-		var h proto.Hello
-		if err := c.Expect(proto.THello, &h); err != nil {
-			return err
-		}
-		_ = c.Send(proto.THelloReply, &proto.HelloReply{Version: 2, Verb: "backup", DataPaths: []string{"/data"}})
-		if err := c.Expect(proto.TFreeze, nil); err != nil {
-			return err
-		}
-		_ = c.Send(proto.TFrozen, &proto.Frozen{Mode: "none"})
-		if err := c.Expect(proto.TWalk, nil); err != nil {
-			return err
-		}
-		for i := range nodes {
-			b, _ := proto.Encode(&nodes[i])
-			_ = c.W.Write(proto.TNode, b)
-		}
-		_ = c.Send(proto.TManifestEnd, &proto.ManifestEnd{Files: int64(len(nodes))})
-		for {
-			t, p, err := c.R.Read()
-			if err != nil {
-				return nil
-			}
-			switch t {
-			case proto.TWant, proto.TWantFull:
-				ids, _ := proto.DecodeWant(p)
-				onWant(c.W, t, ids)
-				_ = c.W.Flush()
-			case proto.TDone:
-				_ = c.Send(proto.TBye, &proto.Bye{})
-				return nil
-			}
-		}
 	}
 }
 
