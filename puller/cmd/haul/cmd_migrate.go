@@ -65,19 +65,21 @@ func runMigrate(c *cli.Context) error {
 	start := time.Now()
 	out := &migrateResult{From: from.Name, To: to.Name}
 
-	if _, err := openRepo(ctx, cfg); err != nil {
+	// One handle for the whole migration (opening derives the key): it
+	// reloads the index after each backup instead of opening again.
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
 		return err
 	}
+	defer r.Close()
 	logf("migrate %s → %s: backing up %s", from.Name, to.Name, from.Name)
 	out.Backup, err = backupHost(ctx, cfg, from, []string{"migrate"}, logf)
 	if err != nil {
 		return hostFailure(fmt.Errorf("migrate: backup of %s: %w; nothing was changed on %s", from.Name, err, to.Name))
 	}
 
-	// A fresh handle: the one opened before the backup lacks its index.
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return configFailure(err)
 	}
 	sn, err := r.Find(ctx, from.Name, out.Backup.SnapshotID)
 	if err != nil {
@@ -93,9 +95,8 @@ func runMigrate(c *cli.Context) error {
 	if err != nil {
 		return hostFailure(fmt.Errorf("migrate: verification backup of %s: %w; %s is NOT marked ready", to.Name, err, to.Name))
 	}
-	r, err = openRepo(ctx, cfg)
-	if err != nil {
-		return err
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return configFailure(err)
 	}
 	verify, err := r.Find(ctx, to.Name, out.Verify.SnapshotID)
 	if err != nil {

@@ -102,7 +102,7 @@ func runRestore(c *cli.Context) error {
 // restoreOnto restores sn onto host h under a shared repository lock, so a
 // prune cannot remove blobs while they are being sent.
 func restoreOnto(ctx context.Context, cfg *config.Config, r *repo.Repo, sn *repo.Snapshot, h *config.Host, opts restore.AgentOptions) (*restore.AgentResult, error) {
-	unlock, lctx, err := r.Lock(ctx, false, cfg.LockWait.Or(5*time.Minute), opts.Logf)
+	unlock, lctx, err := r.Lock(ctx, false, repoLockWait(cfg), opts.Logf)
 	if err != nil {
 		return nil, err
 	}
