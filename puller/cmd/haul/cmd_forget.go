@@ -42,15 +42,11 @@ func runForget(c *cli.Context) error {
 	defer cancel()
 	log := newRunLog(c)
 	defer log.Close()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
 	dry := c.Bool("dry-run")
 	// Deciding is read-only; removing needs restic's exclusive lock.
-	unlock, lctx, err := r.Lock(ctx, !dry, repoLockWait(cfg), log.Logf)
+	r, unlock, lctx, err := openLocked(ctx, cfg, dry, log.Logf)
 	if err != nil {
-		return configFailure(err)
+		return err
 	}
 	defer unlock()
 

@@ -20,14 +20,10 @@ var cmdPrune = &cli.Command{
 		defer cancel()
 		log := newRunLog(c)
 		defer log.Close()
-		r, err := openRepo(ctx, cfg)
+		dry := c.Bool("dry-run")
+		r, unlock, lctx, err := openLocked(ctx, cfg, dry, log.Logf)
 		if err != nil {
 			return err
-		}
-		dry := c.Bool("dry-run")
-		unlock, lctx, err := r.Lock(ctx, !dry, repoLockWait(cfg), log.Logf)
-		if err != nil {
-			return configFailure(err)
 		}
 		defer unlock()
 		res, err := prune.Run(lctx, r, prune.Options{DryRun: dry, MaxUnused: c.String("max-unused"), Logf: log.Logf})

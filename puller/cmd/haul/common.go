@@ -60,3 +60,18 @@ func connecter(h *config.Host, restore bool) transport.Connecter {
 		KnownHosts: h.KnownHosts, Timeout: h.ConnectTimeout.Or(0),
 	}
 }
+
+// openLocked opens the repository for a maintenance command and takes
+// restic's lock: exclusive to change it, shared for a dry run, which only
+// reads.
+func openLocked(ctx context.Context, cfg *config.Config, dryRun bool, logf func(string, ...any)) (*repo.Repo, func(), context.Context, error) {
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return nil, nil, ctx, err
+	}
+	unlock, lctx, err := r.Lock(ctx, !dryRun, repoLockWait(cfg), logf)
+	if err != nil {
+		return nil, nil, ctx, configFailure(err)
+	}
+	return r, unlock, lctx, nil
+}
