@@ -149,7 +149,6 @@ type session struct {
 	// committed reports the mirror's deferred fsync after a freeze.
 	committed chan error
 	pol       chunker.Pol
-	unlock    func()
 }
 
 // next returns the next frame or the reason there is none.

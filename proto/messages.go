@@ -81,12 +81,11 @@ type Frozen struct {
 	Mode string `json:"mode"`
 	// FreezeMS is the window from the first quiesce call to the last resume
 	// returning: the downtime.
-	FreezeMS    float64  `json:"freeze_ms"`
-	Phases      []Phase  `json:"phases"`
-	PreSyncMS   float64  `json:"presync_ms"`
-	FilesCopied int64    `json:"files_copied"`
-	BytesCopied int64    `json:"bytes_copied"`
-	Warnings    []string `json:"warnings,omitempty"`
+	FreezeMS    float64 `json:"freeze_ms"`
+	Phases      []Phase `json:"phases"`
+	PreSyncMS   float64 `json:"presync_ms"`
+	FilesCopied int64   `json:"files_copied"`
+	BytesCopied int64   `json:"bytes_copied"`
 }
 
 // Walk asks for the manifest of the mirror (puller → agent).

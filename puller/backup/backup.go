@@ -61,7 +61,6 @@ type Result struct {
 	Started      time.Time          `json:"started"`
 	Record       *repo.Record       `json:"-"`
 	Phases       map[string]float64 `json:"phases_ms"`
-	Warnings     []string           `json:"warnings,omitempty"`
 	Snapshot     *data.Snapshot     `json:"-"`
 }
 

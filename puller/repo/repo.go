@@ -147,25 +147,23 @@ func (r *Repo) Lock(ctx context.Context, exclusive bool, wait time.Duration, log
 // Record is what haul adds to a restic snapshot, under the key "haul".
 // restic ignores unknown keys, so the stock CLI reads these snapshots.
 type Record struct {
-	Version       string        `json:"version"`
-	Agent         string        `json:"agent,omitempty"`
-	Transport     string        `json:"transport,omitempty"`
-	Quiesce       string        `json:"quiesce_mode,omitempty"`
-	FreezeMS      float64       `json:"freeze_ms"`
-	FreezePhases  []PhaseRecord `json:"freeze_phases,omitempty"`
-	PreSyncMS     float64       `json:"presync_ms"`
-	WireBytesIn   int64         `json:"wire_bytes_in"`
-	WireBytesOut  int64         `json:"wire_bytes_out"`
-	ChunksWanted  int64         `json:"chunks_wanted"`
-	Deltas        int64         `json:"deltas,omitempty"`
-	Protocol      int           `json:"protocol_version,omitempty"`
-	ChunkBytes    int64         `json:"chunk_bytes"`
-	AgentFiles    int64         `json:"agent_files_read"`
-	AgentBytes    int64         `json:"agent_bytes_read"`
-	DurationMS    float64       `json:"duration_ms"`
-	FilesCopied   int64         `json:"frozen_files_copied"`
-	BytesCopied   int64         `json:"frozen_bytes_copied"`
-	RestoreSource string        `json:"restore_source,omitempty"`
+	Version      string        `json:"version"`
+	Agent        string        `json:"agent,omitempty"`
+	Quiesce      string        `json:"quiesce_mode,omitempty"`
+	FreezeMS     float64       `json:"freeze_ms"`
+	FreezePhases []PhaseRecord `json:"freeze_phases,omitempty"`
+	PreSyncMS    float64       `json:"presync_ms"`
+	WireBytesIn  int64         `json:"wire_bytes_in"`
+	WireBytesOut int64         `json:"wire_bytes_out"`
+	ChunksWanted int64         `json:"chunks_wanted"`
+	Deltas       int64         `json:"deltas,omitempty"`
+	Protocol     int           `json:"protocol_version,omitempty"`
+	ChunkBytes   int64         `json:"chunk_bytes"`
+	AgentFiles   int64         `json:"agent_files_read"`
+	AgentBytes   int64         `json:"agent_bytes_read"`
+	DurationMS   float64       `json:"duration_ms"`
+	FilesCopied  int64         `json:"frozen_files_copied"`
+	BytesCopied  int64         `json:"frozen_bytes_copied"`
 }
 
 // PhaseRecord is one timed freeze phase.
