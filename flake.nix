@@ -69,11 +69,13 @@
             imports = [ ./nixos/modules/haul-agent.nix ];
             services.haul-agent.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.haul-agent;
           };
-        pangolin = ./nixos/modules/pangolin.nix;
+        # services.pangolin-compose: Pangolin's Docker compose stack. Not
+        # nixpkgs' native services.pangolin, which it can sit beside.
+        pangolin-compose = ./nixos/modules/pangolin-compose.nix;
         default = {
           imports = [
             self.nixosModules.haul-agent
-            self.nixosModules.pangolin
+            self.nixosModules.pangolin-compose
           ];
         };
       };

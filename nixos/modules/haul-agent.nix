@@ -23,10 +23,10 @@ let
 
   cfg = config.services.haul-agent;
 
-  # The Pangolin module (./pangolin.nix) is ours too. When it is enabled the
+  # The Pangolin compose module (./pangolin-compose.nix) is ours too. When it is enabled the
   # agent defaults to backing up its data and to the quiesce method that
   # matches how it runs: a compose project driven by Docker.
-  pangolin = config.services.pangolin or { enable = false; };
+  pangolin = config.services.pangolin-compose or { enable = false; };
 
   configPath = "/etc/haul-agent/config.json";
 
@@ -80,7 +80,7 @@ in
     dataPaths = mkOption {
       type = types.listOf types.str;
       default = lib.optional pangolin.enable pangolin.dataDir;
-      defaultText = literalExpression ''lib.optional config.services.pangolin.enable config.services.pangolin.dataDir'';
+      defaultText = literalExpression ''lib.optional config.services.pangolin-compose.enable config.services.pangolin-compose.dataDir'';
       example = [ "/var/lib/pangolin" ];
       description = ''
         Absolute directories to back up and restore. Snapshots record them
@@ -107,7 +107,7 @@ in
       description = ''
         File the agent writes after a successful restore, and
         `haul-agent mark-ready` writes on a fresh install that has nothing
-        to restore. services.pangolin does not start before it exists, so a
+        to restore. services.pangolin-compose does not start before it exists, so a
         rebuilt VPS never generates a new WireGuard key or registers a
         duplicate exit node before its data is back.
       '';
@@ -117,7 +117,7 @@ in
       mode = mkOption {
         type = types.enum [ "none" "pause" "stop" ];
         default = if pangolin.enable then "pause" else "none";
-        defaultText = literalExpression ''if config.services.pangolin.enable then "pause" else "none"'';
+        defaultText = literalExpression ''if config.services.pangolin-compose.enable then "pause" else "none"'';
         description = ''
           How the services writing the data are held still while the agent
           syncs its mirror (the rest of a backup runs from the mirror, with
@@ -145,11 +145,11 @@ in
       composeProject = mkOption {
         type = types.nullOr types.str;
         default = if pangolin.enable then pangolin.composeProject else null;
-        defaultText = literalExpression ''if config.services.pangolin.enable then config.services.pangolin.composeProject else null'';
+        defaultText = literalExpression ''if config.services.pangolin-compose.enable then config.services.pangolin-compose.composeProject else null'';
         example = "pangolin";
         description = ''
           Quiesce every container labelled com.docker.compose.project=NAME.
-          This is the method that matches services.pangolin: its stack is a
+          This is the method that matches services.pangolin-compose: its stack is a
           compose project whose containers Docker's restart policy keeps,
           so the agent pauses or stops them through the Docker Engine API.
         '';
@@ -338,7 +338,7 @@ in
       description = "haul-agent guard: bring back services an interrupted backup left quiesced";
       wantedBy = [ "multi-user.target" ];
       # At boot: after Docker is up (the targets are containers), and before
-      # the stacks are started (services.pangolin orders itself after this).
+      # the stacks are started (pangolin-compose.service orders itself after this).
       after = [ "docker.service" "systemd-tmpfiles-setup.service" ];
       wants = lib.optional cfg.dockerAccess "docker.service";
       serviceConfig = {

@@ -13,6 +13,17 @@
 }:
 let
   site = import ./site.nix;
+  # site.nix takes tofu's `ipv6_address` output as it is: the provider
+  # documents it as "the first IPv6 address of the assigned network"
+  # (hcloud provider docs/resources/server.md), a bare address (::1 of the
+  # routed /64). A value with its own prefix length is taken as written.
+  ipv6 =
+    if site.ipv6Address == null then
+      null
+    else if lib.hasInfix "/" site.ipv6Address then
+      site.ipv6Address
+    else
+      "${site.ipv6Address}/64";
   # The reason a build of the example site stops, shown by Nix when it
   # builds this derivation.
   refuseExampleSite = pkgs.runCommand "nixos-hosts-hetzner-site-nix-is-the-example" { } ''
@@ -48,17 +59,28 @@ in
 
     networking.hostName = site.hostName;
     networking.useNetworkd = true;
+    # The public NIC only. Hetzner attaches it first, on PCI slot 1
+    # (enp1s0, eth0 under the predictable-names fallback); a private
+    # network's NIC comes later (enp7s0, …) and is configured by Hetzner's
+    # DHCP on that network if you add one, never by this match.
     systemd.network.networks."10-uplink" = {
-      matchConfig.Name = "en*";
+      matchConfig.Name = site.uplinkInterface or "enp1s0";
       networkConfig.DHCP = "ipv4";
-      address = lib.optional (site.ipv6Address != null) site.ipv6Address;
-      routes = lib.optional (site.ipv6Address != null) { Gateway = "fe80::1"; };
+      address = lib.optional (ipv6 != null) ipv6;
+      routes = lib.optional (ipv6 != null) { Gateway = "fe80::1"; GatewayOnLink = true; };
     };
+
+    # Hetzner's console password reset and its graceful shutdown talk to
+    # the QEMU guest agent (nixos/modules/virtualisation/qemu-guest-agent.nix).
+    services.qemuGuest.enable = true;
 
     # Key-only SSH. Root logs in with the admin keys (deploys) and the
     # NAS's forced-command keys; nothing logs in with a password.
     services.openssh = {
       enable = true;
+      # sshd.nix defaults this to true already; said here because the
+      # NAS reaches the agent only through it.
+      openFirewall = true;
       settings = {
         PasswordAuthentication = false;
         KbdInteractiveAuthentication = false;
@@ -72,11 +94,13 @@ in
       host = site.hostName;
       inherit (site.nas) backupKeys restoreKeys;
       # dataPaths, quiesce (pause the compose project) and the ready marker
-      # follow from services.pangolin.
+      # follow from services.pangolin-compose.
     };
 
-    services.pangolin = {
+    services.pangolin-compose = {
       enable = true;
+      # Off by default, as in nixpkgs' modules; this host serves the world.
+      openFirewall = true;
       inherit (site.pangolin)
         dashboardDomain
         baseDomain

@@ -5,7 +5,17 @@
 # GRUB's efiSupport and efiInstallAsRemovable).
 #
 # Nothing on this disk needs to survive a rebuild: the data comes back from
-# the NAS, so there is a single ext4 root and no separate data volume.
+# the NAS, so there is a single root file system and no separate data
+# volume.
+#
+# The root is XFS with reflinks (mkfs.xfs -m reflink=1; xfsprogs has made
+# it the default since 5.1, said explicitly here), so /var/lib is on a
+# file system where FICLONE works: haul-agent's mirror in
+# /var/lib/haul-agent shares blocks with the data in /var/lib/pangolin
+# instead of doubling it, and both are on the same file system, which a
+# clone needs. GRUB never reads it: /boot is the vfat ESP. disko's
+# filesystem type passes extraArgs to mkfs.<format>
+# (disko lib/types/filesystem.nix).
 {
   disko.devices.disk.main = {
     type = "disk";
@@ -34,7 +44,8 @@
           size = "100%";
           content = {
             type = "filesystem";
-            format = "ext4";
+            format = "xfs";
+            extraArgs = [ "-m" "reflink=1" ];
             mountpoint = "/";
           };
         };

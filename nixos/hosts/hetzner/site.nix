@@ -10,9 +10,15 @@
 
   hostName = "vps";
 
-  # Hetzner Cloud hands out IPv4 by DHCP but IPv6 only as a routed /64:
-  # put one address of it here ("2a01:4f8:…::1/64"), or null for IPv4 only.
+  # Hetzner Cloud hands out IPv4 by DHCP but IPv6 only as a routed /64.
+  # Put tofu's output here as it prints it (`tofu output -raw
+  # ipv6_address`, the /64's ::1, e.g. "2a01:4f8:c0c:1234::1"; /64 is
+  # added), or an address with its own prefix length, or null for IPv4 only.
   ipv6Address = null;
+
+  # The public NIC (Hetzner attaches it first: enp1s0 on x86 cloud
+  # servers). A private network's NIC is never matched by the uplink.
+  uplinkInterface = "enp1s0";
 
   # Your own keys, for root logins (nixos-anywhere, nixos-rebuild).
   adminKeys = [

@@ -1,5 +1,15 @@
-# services.pangolin: Pangolin's stack (pangolin, gerbil, traefik) as the
-# compose project Pangolin's installer writes, run by one systemd unit.
+# services.pangolin-compose: Pangolin's stack (pangolin, gerbil, traefik)
+# as the compose project Pangolin's installer writes, run by one systemd
+# unit (pangolin-compose.service).
+#
+# It is not nixpkgs' services.pangolin: that is a native (non-Docker)
+# module nixpkgs imports by default
+# (nixos/modules/services/networking/pangolin.nix), and its option names
+# (services.pangolin.*, services.gerbil.*) must not be declared again.
+# This module lives under its own name, asserts that the native one is
+# off (both would bind 80, 443 and 51820), and names its units
+# pangolin-compose* so they never merge with the native module's
+# pangolin/gerbil/traefik units.
 #
 # Why compose under systemd rather than virtualisation.oci-containers is
 # written down in docs/nixos.md ("Why a compose project"). In short: the
@@ -28,8 +38,10 @@ let
     types
     ;
 
-  cfg = config.services.pangolin;
+  cfg = config.services.pangolin-compose;
   agent = config.services.haul-agent or { enable = false; };
+  # nixpkgs' native module, when it is part of the evaluation.
+  native = config.services.pangolin or { enable = false; };
   yaml = pkgs.formats.yaml { };
   json = pkgs.formats.json { };
 
@@ -38,70 +50,54 @@ let
   # defines any one key in it.
   defaults = v: if lib.isAttrs v then lib.mapAttrs (_: defaults) v else mkDefault v;
 
-  # config.yml goes through the Nix store with this placeholder; the secret
-  # replaces it only in the copy under dataDir (0600) at each start.
+  # config.yml goes through the Nix store with this placeholder; the start
+  # script puts the secret in its place only in the copy under dataDir
+  # (0600), and fails if the placeholder is left anywhere in it.
   secretPlaceholder = "@PANGOLIN_SERVER_SECRET@";
+
+  # A hash of what each container reads from config/, as a label: compose
+  # recreates a container whose definition (labels included) changed, so
+  # a switch that changes settings recreates Pangolin, one that changes
+  # Traefik's files recreates Traefik, and nothing else.
+  hashOf = v: builtins.hashString "sha256" (builtins.toJSON v);
+  hashLabel = "org.haulproject.pangolin-compose.config-hash";
 
   composeFile = json.generate "pangolin-compose.json" cfg.compose;
   configTemplate = yaml.generate "pangolin-config.yml" cfg.settings;
   traefikStatic = yaml.generate "traefik_config.yml" cfg.traefik.staticSettings;
   traefikDynamic = yaml.generate "dynamic_config.yml" cfg.traefik.dynamicSettings;
 
+  # The unit refers to these stable paths under /etc, so a changed file
+  # changes only the unit's X-Reload-Triggers line: `nixos-rebuild switch`
+  # then reloads the unit (prepare + `compose up`) instead of restarting it
+  # (`down` + `up`, every tunnel dropped).
+  etcDir = "pangolin-compose";
+  composeEtc = "/etc/${etcDir}/compose.json";
+  prepareEtc = "/etc/${etcDir}/prepare";
+
   compose = lib.escapeShellArgs [
     "${pkgs.docker-compose}/bin/docker-compose"
     "--project-name"
     cfg.composeProject
     "--file"
-    "${composeFile}"
+    composeEtc
     "--project-directory"
     cfg.dataDir
   ];
 
-  # Runs before every start and reload: puts the declared files in place
-  # over whatever a restore brought back, so the machine matches this
-  # config, and keeps the modes Traefik and Pangolin insist on.
-  prepare = pkgs.writeShellScript "pangolin-prepare" ''
-    set -euo pipefail
-    umask 077
-    d=${lib.escapeShellArg cfg.dataDir}/config
-    # Create what is missing; leave the modes of what a restore brought
-    # back alone.
-    for dir in "$d" "$d/db" "$d/logs" "$d/letsencrypt" "$d/traefik" "$d/traefik/logs"; do
-      [ -d "$dir" ] || install -d -m 0750 "$dir"
-    done
-
-    secret=${lib.escapeShellArg cfg.secretFile}
-    if [ ! -s "$secret" ]; then
-      ${
-        if cfg.generateSecret then
-          ''
-            # First start on a machine with nothing restored: make the
-            # secret once. It lives with the data, so backups carry it.
-            [ -d "$(dirname "$secret")" ] || install -d -m 0700 "$(dirname "$secret")"
-            od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$secret.tmp"
-            chmod 0600 "$secret.tmp"
-            mv -f "$secret.tmp" "$secret"
-          ''
-        else
-          ''
-            echo "pangolin: services.pangolin.secretFile $secret is missing or empty; put Pangolin's server secret there (letters and digits) or set generateSecret = true" >&2
-            exit 1
-          ''
-      }
-    fi
-
-    install -m 0600 ${configTemplate} "$d/config.yml.tmp"
-    ${pkgs.replace-secret}/bin/replace-secret ${secretPlaceholder} "$secret" "$d/config.yml.tmp"
-    mv -f "$d/config.yml.tmp" "$d/config.yml"
-
-    install -m 0644 ${traefikStatic} "$d/traefik/traefik_config.yml"
-    install -m 0644 ${traefikDynamic} "$d/traefik/dynamic_config.yml"
-
-    # Traefik refuses an acme.json others can read; keep it 0600 whether it
-    # is new or came back from a restore.
-    [ -e "$d/letsencrypt/acme.json" ] || install -m 0600 /dev/null "$d/letsencrypt/acme.json"
-    chmod 0600 "$d/letsencrypt/acme.json"
-  '';
+  # Runs before every start and reload; see the start script's own text
+  # for what it does (../lib/pangolin-compose-prepare.nix).
+  prepare = pkgs.writeShellScript "pangolin-compose-prepare" (
+    import ../lib/pangolin-compose-prepare.nix {
+      inherit lib secretPlaceholder;
+      inherit (cfg) dataDir secretFile generateSecret;
+      path = [ pkgs.coreutils pkgs.gnugrep pkgs.yq pkgs.jq ];
+      yq = "${pkgs.yq}/bin/yq";
+      configTemplate = "${configTemplate}";
+      traefikStatic = "${traefikStatic}";
+      traefikDynamic = "${traefikDynamic}";
+    }
+  );
 
   imageOption =
     name: example:
@@ -117,7 +113,7 @@ let
     };
 in
 {
-  options.services.pangolin = {
+  options.services.pangolin-compose = {
     enable = mkEnableOption "Pangolin's stack (pangolin, gerbil, traefik) as a Docker compose project run by systemd";
 
     dataDir = mkOption {
@@ -158,7 +154,7 @@ in
     secretFile = mkOption {
       type = types.str;
       default = "${cfg.dataDir}/config/server-secret";
-      defaultText = literalExpression ''"''${config.services.pangolin.dataDir}/config/server-secret"'';
+      defaultText = literalExpression ''"''${config.services.pangolin-compose.dataDir}/config/server-secret"'';
       example = "/run/secrets/pangolin-server-secret";
       description = ''
         File holding Pangolin's server.secret (letters and digits, one
@@ -216,10 +212,26 @@ in
       '';
     };
 
-    openFirewall = mkOption {
+    # As nixpkgs' modules do (services.pangolin.openFirewall is a
+    # mkEnableOption there too): off unless asked for. The Hetzner host
+    # sets it.
+    openFirewall = mkEnableOption "opening TCP 80 and 443 (Traefik, published by Gerbil) and UDP 51820 and 21820 (WireGuard for sites and clients) in the firewall";
+
+    enableIPv6 = mkOption {
       type = types.bool;
-      default = true;
-      description = "Open TCP 80 and 443 (Traefik, published by Gerbil) and UDP 51820 and 21820 (WireGuard for sites and clients).";
+      default = false;
+      description = ''
+        Give the compose network IPv6 (`enable_ipv6: true`), as Pangolin's
+        installer does when asked to. Needs IPv6 in Docker's daemon
+        configuration (virtualisation.docker.daemon.settings, for example
+        `ipv6 = true; fixed-cidr-v6 = "fd00::/80";`).
+      '';
+    };
+
+    gerbilDNS = mkOption {
+      type = types.listOf types.str;
+      default = [ "8.8.8.8" ];
+      description = "DNS servers of the Gerbil container (compose `dns:`), as Pangolin's installer sets them.";
     };
 
     settings = mkOption {
@@ -264,20 +276,24 @@ in
     assertions = [
       {
         assertion = cfg.settings.server.secret or null == secretPlaceholder;
-        message = "services.pangolin.settings.server.secret is set: anything in settings is world-readable in the Nix store. Put the secret in the file named by services.pangolin.secretFile instead.";
+        message = "services.pangolin-compose.settings.server.secret is set: anything in settings is world-readable in the Nix store. Put the secret in the file named by services.pangolin-compose.secretFile instead.";
+      }
+      {
+        assertion = !native.enable;
+        message = "services.pangolin-compose and nixpkgs' native services.pangolin are both enabled: both would run Pangolin, Gerbil and Traefik on ports 80, 443 and 51820. Enable one of them.";
       }
       {
         assertion = lib.hasPrefix "/" cfg.dataDir && lib.hasPrefix "/" cfg.secretFile;
-        message = "services.pangolin.dataDir and secretFile must be absolute paths.";
+        message = "services.pangolin-compose.dataDir and secretFile must be absolute paths.";
       }
       {
         assertion = cfg.readyMarker == null || !(lib.hasPrefix (cfg.dataDir + "/") cfg.readyMarker);
-        message = "services.pangolin.readyMarker ${toString cfg.readyMarker} is inside dataDir: a restore replaces that directory, so the gate would come and go with the data. Keep the marker in haul-agent's state dir.";
+        message = "services.pangolin-compose.readyMarker ${toString cfg.readyMarker} is inside dataDir: a restore replaces that directory, so the gate would come and go with the data. Keep the marker in haul-agent's state dir.";
       }
     ];
 
     warnings = lib.optional (cfg.readyMarker == null) ''
-      services.pangolin.readyMarker is null: the stack starts at boot even on a freshly rebuilt machine whose data has not been restored yet, where Gerbil would generate a new WireGuard key. Enable services.haul-agent (or set readyMarker) to gate the first start.
+      services.pangolin-compose.readyMarker is null: the stack starts at boot even on a freshly rebuilt machine whose data has not been restored yet, where Gerbil would generate a new WireGuard key. Enable services.haul-agent (or set readyMarker) to gate the first start.
     '';
 
     virtualisation.docker.enable = true;
@@ -292,7 +308,7 @@ in
       allowedUDPPorts = [ 51820 21820 ];
     };
 
-    services.pangolin.settings = defaults {
+    services.pangolin-compose.settings = defaults {
       gerbil = {
         start_port = 51820;
         base_endpoint = cfg.dashboardDomain;
@@ -320,7 +336,7 @@ in
       };
     };
 
-    services.pangolin.traefik.staticSettings = defaults {
+    services.pangolin-compose.traefik.staticSettings = defaults {
       api = {
         insecure = true;
         dashboard = true;
@@ -336,9 +352,14 @@ in
         moduleName = "github.com/fosrl/badger";
         version = cfg.badgerVersion;
       };
+      # Rotation as the installer sets it (sizes in MB, age in days).
       log = {
         level = "INFO";
         format = "common";
+        maxSize = 100;
+        maxBackups = 3;
+        maxAge = 3;
+        compress = true;
       };
       certificatesResolvers.letsencrypt.acme = {
         httpChallenge.entryPoint = "web";
@@ -351,6 +372,7 @@ in
         websecure = {
           address = ":443";
           transport.respondingTimeouts.readTimeout = "30m";
+          http3.advertisedPort = 443;
           http = {
             tls.certResolver = "letsencrypt";
             # Traefik v3.6 rejects encoded slashes and question marks by
@@ -367,7 +389,7 @@ in
       ping.entryPoint = "web";
     };
 
-    services.pangolin.traefik.dynamicSettings = defaults (
+    services.pangolin-compose.traefik.dynamicSettings = defaults (
       let
         router = rule: service: {
           inherit rule service;
@@ -410,7 +432,7 @@ in
 
     # Pangolin's installer template, with images pinned and paths relative
     # to dataDir (the project directory).
-    services.pangolin.compose = defaults {
+    services.pangolin-compose.compose = defaults {
       name = cfg.composeProject;
       services = {
         pangolin = {
@@ -418,6 +440,7 @@ in
           container_name = "pangolin";
           restart = "unless-stopped";
           volumes = [ "./config:/app/config" ];
+          labels.${hashLabel} = hashOf cfg.settings;
           healthcheck = {
             test = [ "CMD" "curl" "-f" "http://localhost:3001/api/v1/" ];
             interval = "10s";
@@ -431,6 +454,7 @@ in
           restart = "unless-stopped";
           depends_on.pangolin.condition = "service_healthy";
           command = cfg.gerbilArgs;
+          dns = cfg.gerbilDNS;
           volumes = [ "./config/:/var/config" ];
           cap_add = [ "NET_ADMIN" "SYS_MODULE" ];
           devices = [ "/dev/net/tun:/dev/net/tun" ];
@@ -450,6 +474,7 @@ in
           network_mode = "service:gerbil";
           depends_on.pangolin.condition = "service_healthy";
           command = [ "--configFile=/etc/traefik/traefik_config.yml" ];
+          labels.${hashLabel} = hashOf [ cfg.traefik.staticSettings cfg.traefik.dynamicSettings ];
           volumes = [
             "./config/traefik:/etc/traefik:ro"
             "./config/letsencrypt:/letsencrypt"
@@ -460,36 +485,48 @@ in
       networks.default = {
         driver = "bridge";
         name = cfg.composeProject;
-      };
+      }
+      // lib.optionalAttrs cfg.enableIPv6 { enable_ipv6 = true; };
     };
+
+    environment.etc."${etcDir}/compose.json".source = composeFile;
+    environment.etc."${etcDir}/prepare".source = prepare;
 
     # One unit for the project. It does not supervise the containers:
     # Docker's restart policy does, which is why haul-agent may stop them
     # through Docker without systemd starting them again behind its back.
-    systemd.services.pangolin = {
+    systemd.services.pangolin-compose = {
       description = "Pangolin stack (docker compose project ${cfg.composeProject})";
       wantedBy = [ "multi-user.target" ];
-      requires = [ "docker.service" ];
-      wants = [ "network-online.target" ];
+      # wants, not requires (as nixpkgs' oci-containers does): a restart
+      # of docker.service must not propagate into `compose down` of the
+      # whole stack. Docker's restart policy brings the containers back
+      # with the daemon.
+      wants = [ "docker.service" "network-online.target" ];
       # After the guard's boot run, so containers an interrupted backup
       # left stopped are dealt with before compose looks at them.
       after = [ "docker.service" "network-online.target" "haul-agent-recover.service" ];
       unitConfig = lib.optionalAttrs (cfg.readyMarker != null) {
         ConditionPathExists = cfg.readyMarker;
       };
-      # A changed compose file or config is applied with `up`, which only
-      # recreates the containers that changed, instead of a full restart.
-      reloadIfChanged = true;
+      # The unit file names only the stable /etc paths; what changes on a
+      # switch is this list, so switch-to-configuration reloads the unit
+      # (prepare + `up`: compose recreates exactly the containers whose
+      # definition or config hash label changed) instead of restarting it.
+      reloadTriggers = [
+        "${composeFile}"
+        "${prepare}"
+      ];
       serviceConfig = {
         Type = "oneshot";
         RemainAfterExit = true;
         # Image pulls on first start, then Pangolin's health check (up to
         # 15 x 10s) before gerbil and traefik start.
         TimeoutStartSec = "15min";
-        ExecStartPre = "${prepare}";
+        ExecStartPre = prepareEtc;
         ExecStart = "${compose} up --detach --remove-orphans --wait";
         ExecReload = [
-          "${prepare}"
+          prepareEtc
           "${compose} up --detach --remove-orphans --wait"
         ];
         # Remove the containers (the data is all in bind mounts): at the
@@ -500,13 +537,26 @@ in
     };
 
     # The marker appears at run time (after a restore, or mark-ready): start
-    # the stack then, without waiting for a reboot.
-    systemd.paths.pangolin-ready = mkIf (cfg.readyMarker != null) {
+    # the stack then, without waiting for a reboot. The path unit starts a
+    # oneshot that stays active, and that one asks for the stack once: a
+    # path unit pointed at the stack itself would start it again after an
+    # operator's `systemctl stop pangolin-compose` (the marker still
+    # exists), and again after every failed start.
+    systemd.paths.pangolin-compose-ready = mkIf (cfg.readyMarker != null) {
       description = "Start Pangolin once haul's ready marker exists";
       wantedBy = [ "multi-user.target" ];
       pathConfig = {
         PathExists = cfg.readyMarker;
-        Unit = "pangolin.service";
+        Unit = "pangolin-compose-ready.service";
+      };
+    };
+    systemd.services.pangolin-compose-ready = mkIf (cfg.readyMarker != null) {
+      description = "Start the Pangolin stack once, now that haul's ready marker exists";
+      restartIfChanged = false;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${pkgs.systemd}/bin/systemctl start --no-block pangolin-compose.service";
       };
     };
   };
