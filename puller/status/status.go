@@ -33,11 +33,16 @@ type Report struct {
 // Host is one configured host's status.
 type Host struct {
 	Host string `json:"host"`
-	// MaxAge is the host's max_age ("" when unset) and in seconds (0).
+	// MaxAge is the host's max_age, also in seconds. A host that sets
+	// none gets one: derived from the schedule haul installed, else 26h.
 	MaxAge        string  `json:"max_age"`
 	MaxAgeSeconds float64 `json:"max_age_seconds"`
-	// Stale: max_age is set and the newest snapshot is older, or there
-	// is none. StaleReason says which.
+	// MaxAgeSource says where MaxAge comes from: "config" (the host's
+	// max_age), "schedule" (the installed cron schedule's longest gap plus
+	// 2h) or "default" (26h).
+	MaxAgeSource string `json:"max_age_source"`
+	// Stale: the newest snapshot is older than MaxAge, or there is none.
+	// StaleReason says which.
 	Stale       bool   `json:"stale"`
 	StaleReason string `json:"stale_reason,omitempty"`
 	// Snapshots counts the host's snapshots in the repository.
@@ -80,13 +85,15 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 	for _, sn := range sns { // oldest first
 		byHost[sn.Hostname] = append(byHost[sn.Hostname], sn)
 	}
+	defAge, defSource, _ := defaultMaxAge(cacheDir)
 	rep := &Report{Version: FormatVersion, Repository: r.Path, Time: now, Stale: []string{}, Hosts: []Host{}}
 	for _, h := range hosts {
 		hs := Host{Host: h.Name, Snapshots: len(byHost[h.Name])}
-		maxAge := time.Duration(h.MaxAge)
-		if maxAge > 0 {
-			hs.MaxAge, hs.MaxAgeSeconds = maxAge.String(), maxAge.Seconds()
+		maxAge, source := time.Duration(h.MaxAge), "config"
+		if maxAge <= 0 {
+			maxAge, source = defAge, defSource
 		}
+		hs.MaxAge, hs.MaxAgeSeconds, hs.MaxAgeSource = maxAge.String(), maxAge.Seconds(), source
 		if list := byHost[h.Name]; len(list) > 0 {
 			hs.Newest = newest(list[len(list)-1], now)
 		}
@@ -99,12 +106,11 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 			hs.LastError = hs.LastRun.Error
 		}
 		switch {
-		case maxAge <= 0:
 		case hs.Newest == nil:
-			hs.Stale, hs.StaleReason = true, fmt.Sprintf("no snapshot yet (max_age %s)", maxAge)
+			hs.Stale, hs.StaleReason = true, fmt.Sprintf("no snapshot yet (max_age %s%s)", maxAge, sourceNote(source))
 		case now.Sub(hs.Newest.Time) > maxAge:
-			hs.Stale, hs.StaleReason = true, fmt.Sprintf("newest snapshot is %s old, older than max_age %s",
-				now.Sub(hs.Newest.Time).Round(time.Second), maxAge)
+			hs.Stale, hs.StaleReason = true, fmt.Sprintf("newest snapshot is %s old, older than max_age %s%s",
+				now.Sub(hs.Newest.Time).Round(time.Second), maxAge, sourceNote(source))
 		}
 		if hs.Stale {
 			rep.Stale = append(rep.Stale, h.Name)
@@ -113,6 +119,17 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 	}
 	rep.OK = len(rep.Stale) == 0
 	return rep, nil
+}
+
+// sourceNote says where a max_age not from the config came from.
+func sourceNote(source string) string {
+	switch source {
+	case "schedule":
+		return ", derived from the installed cron schedule; set max_age to change it"
+	case "default":
+		return ", the default; set max_age to change it"
+	}
+	return ""
 }
 
 func newest(sn repo.Snapshot, now time.Time) *Newest {

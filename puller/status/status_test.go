@@ -17,7 +17,7 @@ import (
 // a stable interface.
 var (
 	reportKeys = []string{"hosts", "ok", "repository", "stale", "time", "version"}
-	hostKeys   = []string{"host", "last_error", "last_run", "last_success", "max_age", "max_age_seconds", "newest", "snapshots", "stale", "stale_reason"}
+	hostKeys   = []string{"host", "last_error", "last_run", "last_success", "max_age", "max_age_seconds", "max_age_source", "newest", "snapshots", "stale", "stale_reason"}
 	newestKeys = []string{"age_seconds", "bytes", "bytes_added", "bytes_moved", "duration_ms", "files", "freeze_ms", "id", "paths", "short_id", "time"}
 	runKeys    = []string{"bytes", "bytes_added", "duration_ms", "files", "finished", "freeze_ms", "ok", "snapshot_id", "started", "wire_bytes"}
 )
@@ -87,8 +87,8 @@ max_age = "24h"
 			checkKeys(t, "last_run", lr, append([]string{"error"}, runKeys...))
 		}
 	}
-	if got := fmt.Sprint(raw["stale"]); got != "[old never]" {
-		t.Errorf("stale = %s, want [old never]", got)
+	if got := fmt.Sprint(raw["stale"]); got != "[old nomax failing never]" {
+		t.Errorf("stale = %s, want [old nomax failing never]", got)
 	}
 	if raw["ok"] != false || raw["version"] != float64(1) {
 		t.Errorf("ok = %v, version = %v", raw["ok"], raw["version"])
@@ -113,27 +113,46 @@ max_age = "24h"
 	if on["bytes_moved"] != nil || on["freeze_ms"] != nil {
 		t.Errorf("a restic-written snapshot has no haul record, want nulls: %v", on)
 	}
-	if hosts["nomax"]["stale"] != false {
-		t.Errorf("a host without max_age is never stale: %v", hosts["nomax"])
+	// A host without max_age alerts out of the box: 26h, and says so.
+	if nm := hosts["nomax"]; nm["stale"] != true || nm["max_age"] != "26h0m0s" || nm["max_age_source"] != "default" ||
+		!strings.Contains(nm["stale_reason"].(string), "the default; set max_age") {
+		t.Errorf("a host without max_age gets the 26h default: %v", nm)
+	}
+	if o["max_age_source"] != "config" {
+		t.Errorf("old host's max_age_source = %v, want config", o["max_age_source"])
 	}
 	fl := hosts["failing"]
-	if !strings.Contains(fl["last_error"].(string), "disk full") || fl["newest"] != nil || fl["stale"] != false {
+	if !strings.Contains(fl["last_error"].(string), "disk full") || fl["newest"] != nil || fl["stale"] != true {
 		t.Errorf("failing host: last_error %q, newest %v, stale %v", fl["last_error"], fl["newest"], fl["stale"])
 	}
 	if nv := hosts["never"]; nv["stale"] != true || !strings.Contains(nv["stale_reason"].(string), "no snapshot") {
 		t.Errorf("never-run host with max_age: %v", nv)
 	}
 
-	// Only fresh hosts: exit 0. Text output names the failure.
-	r = e.Run("status", "--host", "fresh", "--host", "nomax", "--host", "failing")
-	if r.Code != 0 {
-		t.Fatalf("status of current hosts: exit %d, want 0\n%s%s", r.Code, r.Stdout, r.Stderr)
+	// Only fresh hosts: exit 0; quiet prints nothing.
+	if r := e.Run("status", "--host", "fresh"); r.Code != 0 {
+		t.Fatalf("status of a current host: exit %d, want 0\n%s%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := e.Run("status", "--host", "fresh", "--quiet"); r.Code != 0 || r.Stdout+r.Stderr != "" {
+		t.Fatalf("status --quiet of a current host: exit %d, printed %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	// Text output names the failure; a host that never succeeded is stale
+	// even without max_age.
+	r = e.Run("status", "--host", "failing")
+	if r.Code != 1 {
+		t.Fatalf("status of a never-successful host: exit %d, want 1\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	if !strings.Contains(r.Stdout, "failing: last run failed") || !strings.Contains(r.Stdout, "disk full") {
 		t.Errorf("text status does not show the last error:\n%s", r.Stdout)
 	}
+	if !strings.Contains(r.Stdout, "26h (default)") {
+		t.Errorf("text status does not say the max_age is the default:\n%s", r.Stdout)
+	}
 	if r := e.Run("status", "--host", "old"); r.Code != 1 || !strings.Contains(r.Stdout, "STALE") {
 		t.Errorf("status --host old: exit %d\n%s", r.Code, r.Stdout)
+	}
+	if r := e.Run("status", "--host", "nomax"); r.Code != 1 || !strings.Contains(r.Stdout, "the default; set max_age") {
+		t.Errorf("status --host nomax: exit %d\n%s", r.Code, r.Stdout)
 	}
 }
 

@@ -139,8 +139,11 @@ func runBackup(c *cli.Context) error {
 		if err := enc.Encode(map[string]any{"hosts": results, "ok": len(failed) == 0, "failed": failedList(failed)}); err != nil {
 			return err
 		}
-	} else {
+	} else if !c.Bool("quiet") {
 		io.WriteString(c.App.Writer, summary.String())
+	} else if len(failed) > 0 {
+		// Quiet: nothing on success, the whole summary with the failure.
+		io.WriteString(c.App.ErrWriter, summary.String())
 	}
 	if len(failed) > 0 {
 		err := fmt.Errorf("%d of %d hosts failed: %s", len(failed), len(results), strings.Join(failed, ", "))

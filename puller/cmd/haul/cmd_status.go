@@ -18,7 +18,7 @@ var cmdStatus = &cli.Command{
 	Usage: "per host: newest snapshot's age and size, bytes moved, freeze window, last error; exit 1 if a host is older than its max_age",
 	Flags: []cli.Flag{
 		&cli.StringSliceFlag{Name: "host", Usage: "only host `NAME` (repeatable)"},
-		jsonFlag,
+		jsonFlag, cronQuietFlag,
 	},
 	Action: func(c *cli.Context) error {
 		cfg, err := loadConfig(c)
@@ -47,8 +47,10 @@ var cmdStatus = &cli.Command{
 			if err := enc.Encode(rep); err != nil {
 				return err
 			}
-		} else {
+		} else if !c.Bool("quiet") {
 			printStatus(c.App.Writer, rep)
+		} else if !rep.OK {
+			printStatus(c.App.ErrWriter, rep) // quiet: only when something is wrong
 		}
 		if !rep.OK {
 			var why []string
@@ -91,9 +93,9 @@ func printStatus(w io.Writer, rep *status.Report) {
 				last = "FAILED " + h.LastRun.Finished.Local().Format("2006-01-02 15:04")
 			}
 		}
-		state, maxAge := "ok", h.MaxAge
-		if maxAge == "" {
-			maxAge = "-"
+		state, maxAge := "ok", shortDuration(time.Duration(h.MaxAgeSeconds*float64(time.Second)))
+		if h.MaxAgeSource != "config" {
+			maxAge += " (" + h.MaxAgeSource + ")" // not set: derived, said so
 		}
 		if h.Stale {
 			state = "STALE"
@@ -122,4 +124,16 @@ func roughAge(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%.1fd", d.Hours()/24)
 	}
+}
+
+// shortDuration is d as Go prints it without zero tails ("26h", "1h30m").
+func shortDuration(d time.Duration) string {
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

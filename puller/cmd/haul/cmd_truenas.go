@@ -1,16 +1,14 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/status"
 	"github.com/haulproject/haul/puller/truenas"
 	"github.com/urfave/cli/v2"
 )
@@ -23,36 +21,36 @@ var cmdTrueNAS = &cli.Command{
 		Usage: "TrueNAS cron jobs",
 		Subcommands: []*cli.Command{{
 			Name:  "install",
-			Usage: "create or update haul's cron job through the TrueNAS API (idempotent)",
-			Description: `Creates the cron job, or updates the one this command created before (found by
-the marker "[haul:<config>]" in its description). Running it again with the same
-settings changes nothing. The job runs "haul backup --quiet" (and, with --forget,
-"&& haul forget --prune --quiet"), so TrueNAS mails only failures: stdout is hidden,
-stderr is not.`,
+			Usage: "create or update haul's cron job through the TrueNAS middleware (idempotent)",
+			Description: `On the NAS itself (no --url) this uses midclt, which needs no API key. From
+elsewhere give --url https://NAS and --api-key-file: TrueNAS 25.04 and later are
+reached over JSON-RPC 2.0 (wss://NAS/api/current), 24.10 over its REST API. An
+API key is never sent over plain HTTP (TrueNAS revokes a key used that way).
+
+The job is found again by the marker "[haul:<config>]" in its description;
+running this again with the same settings changes nothing. The job runs
+"haul backup --quiet" (with --forget and --drill, more steps in one sh -c),
+which prints nothing on success and the failure on stderr, so TrueNAS mails
+only failures. The schedule is recorded in the config's cache_dir, and
+"haul status" derives a default max_age from it.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "url", Required: true, Usage: "TrueNAS base `URL`, e.g. https://nas.lan or http://localhost on the NAS itself"},
-				&cli.StringFlag{Name: "api-key-file", Required: true, Usage: "`FILE` holding a TrueNAS API key (Credentials → API Keys)"},
+				&cli.StringFlag{Name: "url", Usage: "TrueNAS base `URL` (https://nas.lan); leave out on the NAS itself to use midclt"},
+				&cli.StringFlag{Name: "api-key-file", Usage: "`FILE` holding a TrueNAS API key (Credentials → API Keys); only with --url"},
+				&cli.StringFlag{Name: "api-user", Value: "truenas_admin", Usage: "`USER` the API key belongs to"},
 				&cli.StringFlag{Name: "ca-file", Usage: "PEM `FILE` to trust for the TrueNAS certificate (for a self-signed one)"},
+				&cli.StringFlag{Name: "midclt", Usage: "midclt `PATH` (default: from PATH)"},
 				&cli.StringFlag{Name: "user", Value: "root", Usage: "run the job as `USER`"},
 				&cli.StringFlag{Name: "schedule", Value: "0 3 * * *", Usage: "cron `EXPR`: minute hour day-of-month month day-of-week"},
 				&cli.StringFlag{Name: "config", Usage: "haul config `FILE` on the NAS, kept on a pool dataset (default: the global --config)"},
 				&cli.StringFlag{Name: "binary", Usage: "haul executable `PATH` on the NAS, kept on a pool dataset (default: this executable)"},
 				&cli.BoolFlag{Name: "forget", Usage: "after the backup, apply retention and prune (haul forget --prune)"},
+				&cli.BoolFlag{Name: "drill", Usage: "after that, run a restore drill of every host (haul drill)"},
 				&cli.BoolFlag{Name: "disabled", Usage: "install the job disabled"},
+				cronQuietFlag,
 			},
 			Action: runTrueNASCronInstall,
 		}},
 	}},
-}
-
-var safeShellWord = regexp.MustCompile(`^[A-Za-z0-9/._+:=@%-]+$`)
-
-// shellQuote quotes a word for the /bin/sh that cron runs the command with.
-func shellQuote(s string) string {
-	if safeShellWord.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func runTrueNASCronInstall(c *cli.Context) error {
@@ -60,8 +58,7 @@ func runTrueNASCronInstall(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	// The subcommand's own --config, else the global one.
-	var cfgPath string
+	var cfgPath string // the subcommand's own --config, else the global one
 	for _, ctx := range c.Lineage() {
 		if cfgPath = ctx.String("config"); cfgPath != "" {
 			break
@@ -79,52 +76,37 @@ func runTrueNASCronInstall(c *cli.Context) error {
 			return configFailure(fmt.Errorf("--binary: %w", err))
 		}
 	}
-	if !filepath.IsAbs(bin) {
-		return configFailure(fmt.Errorf("--binary %s: give an absolute path (cron has no useful PATH)", bin))
+	o := truenas.InstallOptions{
+		Connect: truenas.Options{URL: c.String("url"), APIUser: c.String("api-user"), CAFile: c.String("ca-file"), Midclt: c.String("midclt")},
+		Job: truenas.HaulJob{Binary: bin, Config: cfgPath, Forget: c.Bool("forget"), Drill: c.Bool("drill"),
+			User: c.String("user"), Schedule: sched, Disabled: c.Bool("disabled")},
 	}
-	key, err := os.ReadFile(c.String("api-key-file"))
-	if err != nil {
-		return configFailure(fmt.Errorf("read --api-key-file: %w", err))
-	}
-	apiKey := strings.TrimSpace(string(key))
-	if apiKey == "" {
-		return configFailure(fmt.Errorf("--api-key-file %s is empty", c.String("api-key-file")))
-	}
-	hc := &http.Client{Timeout: 30 * time.Second}
-	if ca := c.String("ca-file"); ca != "" {
-		pem, err := os.ReadFile(ca)
+	if f := c.String("api-key-file"); f != "" {
+		if o.Connect.URL == "" {
+			return configFailure(fmt.Errorf("--api-key-file needs --url; on the NAS itself leave both out (midclt needs no key)"))
+		}
+		key, err := os.ReadFile(f)
 		if err != nil {
-			return configFailure(fmt.Errorf("read --ca-file: %w", err))
+			return configFailure(fmt.Errorf("read --api-key-file: %w", err))
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return configFailure(fmt.Errorf("--ca-file %s holds no PEM certificate", ca))
+		if o.Connect.APIKey = strings.TrimSpace(string(key)); o.Connect.APIKey == "" {
+			return configFailure(fmt.Errorf("--api-key-file %s is empty", f))
 		}
-		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
-
-	haul := shellQuote(bin) + " --config " + shellQuote(cfgPath)
-	command := haul + " backup --quiet"
-	if c.Bool("forget") {
-		// Retention only after every host was backed up, as haul.service
-		// does: a failing run changes nothing in the repository's history.
-		command += " && " + haul + " forget --prune --quiet"
-	}
-	marker := "[haul:" + cfgPath + "]"
-	job := truenas.CronJob{
-		Enabled:     !c.Bool("disabled"),
-		Stdout:      true,  // hide stdout: the summary of a good run
-		Stderr:      false, // mail stderr: failures
-		Schedule:    sched,
-		Command:     command,
-		Description: "haul backup, managed by `haul truenas cron install` " + marker,
-		User:        c.String("user"),
-	}
-	client := &truenas.Client{URL: c.String("url"), APIKey: apiKey, HTTP: hc}
-	action, got, err := truenas.Install(c.Context, client, job, marker)
+	res, err := truenas.InstallHaulJob(c.Context, o)
 	if err != nil {
 		return configFailure(err)
 	}
-	fmt.Fprintf(c.App.Writer, "%s TrueNAS cron job %d: %q at %q as %s\n", action, got.ID, job.Command, sched.String(), job.User)
+	// Record the schedule where status finds it, when the config is here.
+	note := "(haul status derives max_age from the schedule)"
+	if cfg, err := config.Load(cfgPath); err != nil {
+		note = fmt.Sprintf("(config not readable here: haul status on the NAS uses max_age %s for hosts without one)", status.DefaultMaxAge)
+	} else if err := status.RecordSchedule(cfg.CacheDir, status.Schedule{Cron: sched.String(), Installed: time.Now().UTC(), LongestGapSeconds: res.LongestGap.Seconds()}); err != nil {
+		return configFailure(fmt.Errorf("record the schedule in %s: %w", cfg.CacheDir, err))
+	}
+	if !c.Bool("quiet") {
+		fmt.Fprintf(c.App.Writer, "%s TrueNAS cron job %d via %s: %q at %q as %s %s\n",
+			res.Action, res.Job.ID, res.Via, res.Job.Command, sched.String(), res.Job.User, note)
+	}
 	return nil
 }
