@@ -303,17 +303,32 @@ func (s *session) backup(ctx context.Context) error {
 	var bye proto.Bye
 	var walkErr, sendErr error
 	walkDone := make(chan struct{})
+	// workErr stops the walker and sender and returns the first of their
+	// errors, else err. Once they are gone the cache is this goroutine's:
+	// a stale entry the sender found is dropped here.
+	workErr := func(err error) error {
+		cancel()
+		wg.Wait()
+		var stale *staleChunkError
+		if errors.As(sendErr, &stale) {
+			walker.Cache.Forget(stale.rel)
+			if err := walker.Cache.Save(); err != nil {
+				s.logf("warning: saving chunk cache: %v", err)
+			}
+		}
+		if walkErr != nil {
+			return walkErr
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		return err
+	}
 
 	for {
 		t, p, err := s.next(ctx)
 		if err != nil {
-			if walkErr != nil {
-				return walkErr
-			}
-			if sendErr != nil {
-				return sendErr
-			}
-			return err
+			return workErr(err)
 		}
 		switch t {
 		case proto.TFreeze:
@@ -339,6 +354,10 @@ func (s *session) backup(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			// From here until wg.Wait returns, the walker goroutine owns
+			// the cache; the sender reads only the bases taken now and
+			// the file versions the walker publishes with each Location.
+			bases := cache.Bases()
 			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol}
 			queue = newWantQueue()
 			wg.Add(2)
@@ -352,7 +371,7 @@ func (s *session) backup(ctx context.Context) error {
 			}()
 			go func() {
 				defer wg.Done()
-				sendErr = s.sendChunks(ctx, walker, cache, queue, out, walkDone, &bye)
+				sendErr = s.sendChunks(ctx, walker, bases, queue, out, walkDone, &bye)
 				if sendErr != nil {
 					cancel()
 				}
@@ -380,11 +399,8 @@ func (s *session) backup(ctx context.Context) error {
 				queue.close()
 			}
 			wg.Wait()
-			if walkErr != nil {
-				return walkErr
-			}
-			if sendErr != nil {
-				return sendErr
+			if walkErr != nil || sendErr != nil {
+				return workErr(nil)
 			}
 			if walker != nil {
 				// The puller has every chunk of this walk: its versions
@@ -397,8 +413,9 @@ func (s *session) backup(ctx context.Context) error {
 			if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
 				bye.MaxRSSKiB = ru.Maxrss // KiB on Linux
 			}
-			bye.BytesSent = s.conn.W.BytesWritten()
-			return s.sendVia(out, proto.TBye, &bye)
+			// BytesSent is filled in by the writer, which owns the count.
+			out <- outFrame{t: proto.TBye, bye: &bye, flush: true}
+			return nil
 		case proto.TError:
 			var e proto.Error
 			_ = proto.Decode(t, p, &e)
@@ -452,6 +469,9 @@ type outFrame struct {
 	t     proto.Type
 	parts [][]byte
 	flush bool
+	// bye, when set, is the payload: the writer encodes it after filling
+	// in BytesSent, the count only the writer may read.
+	bye *proto.Bye
 }
 
 // writer owns the output stream; it flushes whenever nothing else is
@@ -461,6 +481,14 @@ func (s *session) writer(out <-chan outFrame) error {
 	for f := range out {
 		if err != nil {
 			continue // drain so senders never block
+		}
+		if f.bye != nil {
+			f.bye.BytesSent = s.conn.W.BytesWritten()
+			var b []byte
+			if b, err = proto.Encode(f.bye); err != nil {
+				continue
+			}
+			f.parts = [][]byte{b}
 		}
 		err = s.conn.W.Write(f.t, f.parts...)
 		if err == nil && (len(out) == 0 || f.flush) {
@@ -582,7 +610,17 @@ func (q *wantQueue) pop(ctx context.Context) (ids []want, ok bool, err error) {
 	}
 }
 
-func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *manifest.Cache, q *wantQueue, out chan<- outFrame, walkDone <-chan struct{}, bye *proto.Bye) error {
+// staleChunkError reports a cached chunk list that no longer matches the
+// mirror file rel; the session drops the entry once the sender has ended.
+type staleChunkError struct {
+	rel string
+	err error
+}
+
+func (e *staleChunkError) Error() string { return e.err.Error() }
+func (e *staleChunkError) Unwrap() error { return e.err }
+
+func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *manifest.Bases, q *wantQueue, out chan<- outFrame, walkDone <-chan struct{}, bye *proto.Bye) error {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return err
@@ -624,12 +662,9 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *man
 				return coded(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
 			}
 			if loc.Cached && proto.Hash(plain) != id {
-				rel, _ := filepath.Rel(s.Config.MirrorDir(), loc.Path)
-				cache.Forget("/" + rel)
-				_ = cache.Save()
-				return coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())
+				return &staleChunkError{rel: loc.Rel, err: coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
 			}
-			frame := s.chunkFrame(enc, cache, loc, id, plain, !wt.full, bye)
+			frame := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
 			select {
 			case out <- frame:
 			case <-ctx.Done():
@@ -645,9 +680,9 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, cache *man
 // version when the protocol allows, one exists and at most half the chunk
 // must be sent literally; otherwise whole, zstd-compressed unless that does
 // not make it smaller.
-func (s *session) chunkFrame(enc *zstd.Encoder, cache *manifest.Cache, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) outFrame {
+func (s *session) chunkFrame(enc *zstd.Encoder, bases *manifest.Bases, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) outFrame {
 	if deltaOK && s.version >= proto.DeltaVersion {
-		if ops, literal := cache.Delta(loc.Rel, loc.Offset, plain); ops != nil && literal <= len(plain)/2 {
+		if ops, literal := bases.Delta(loc, plain); ops != nil && literal <= len(plain)/2 {
 			raw := proto.AppendDeltaOps(nil, ops)
 			body := enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
 			bye.Deltas++

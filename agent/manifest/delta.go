@@ -68,18 +68,28 @@ func (c *Cache) Promote() error {
 	return nil
 }
 
-// Delta describes the chunk at [off, off+len(plain)) of the file rel as
-// copies from its base version plus literals. It returns nil when there is
-// no usable base or when nothing matches.
-func (c *Cache) Delta(rel string, off int64, plain []byte) (ops []proto.DeltaOp, literal int) {
-	cur, ok := c.new[rel]
-	if !ok || cur.Blocks == nil {
+// Bases are the file versions the puller last confirmed, read-only: what
+// the chunk sender describes deltas against while the walker owns the
+// Cache.
+type Bases struct{ files map[string]cacheEntry }
+
+// Bases returns the delta bases as they are now. Take them before the walk
+// starts; Promote replaces the cache's bases, never changes these.
+func (c *Cache) Bases() *Bases { return &Bases{files: c.base} }
+
+// Delta describes the chunk plain, found at loc, as copies from its file's
+// base version plus literals. It returns nil when there is no usable base
+// or when nothing matches.
+func (b *Bases) Delta(loc Location, plain []byte) (ops []proto.DeltaOp, literal int) {
+	if loc.version == nil || loc.version.Blocks == nil {
 		return nil, 0
 	}
-	base, ok := c.base[rel]
+	cur := *loc.version
+	base, ok := b.files[loc.Rel]
 	if !ok || base.Blocks == nil {
 		return nil, 0
 	}
+	off := loc.Offset
 	end := off + int64(len(plain))
 	matched := 0
 	for pos := off; pos < end; {

@@ -35,6 +35,10 @@ type Location struct {
 	// Cached is true when the chunk list came from the cache instead of a
 	// fresh read: the sender verifies such chunks before sending.
 	Cached bool
+	// version is the file as this walk saw it (size and block hashes, for
+	// deltas). The walker never changes it after publishing the Location,
+	// so the sender may read it while the walk goes on.
+	version *cacheEntry
 }
 
 // Visitor receives the manifest in order: a dir node opens a directory,
@@ -59,6 +63,11 @@ type cacheFile struct {
 
 // Cache remembers each mirror file's chunk list, and the versions the
 // puller last confirmed (the bases deltas refer to).
+//
+// A Cache belongs to one goroutine at a time: the walker while it walks
+// (it fills the new entries and saves them), then the session. The chunk
+// sender never touches it: it reads the file versions through Location
+// and the bases through Bases, neither of which changes during a walk.
 type Cache struct {
 	path string
 	pol  chunker.Pol
@@ -320,7 +329,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 	if e, ok := w.Cache.old[rel]; ok && e.Ino == key.Ino && e.Size == key.Size && e.MTime == key.MTime && e.CTime == key.CTime {
 		n.Chunks = e.Chunks
 		w.Cache.new[rel] = e
-		w.locate(rel, e.Chunks, true)
+		w.locate(rel, e, true)
 		return nil
 	}
 	refs, blocks, err := w.read(rel)
@@ -340,17 +349,20 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 	key.Chunks = refs
 	key.Blocks = blocks
 	w.Cache.new[rel] = key
-	w.locate(rel, refs, false)
+	w.locate(rel, key, false)
 	return nil
 }
 
-func (w *Walker) locate(rel string, refs []proto.ChunkRef, cached bool) {
+// locate publishes where the chunks of file version e are; the sender gets
+// its own copy of e, so the cache stays the walker's.
+func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
+	version := &e
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var off int64
-	for _, r := range refs {
+	for _, r := range e.Chunks {
 		if _, ok := w.Locations[r.ID]; !ok {
-			w.Locations[r.ID] = Location{Path: w.abs(rel), Rel: rel, Offset: off, Length: r.Length, Cached: cached}
+			w.Locations[r.ID] = Location{Path: w.abs(rel), Rel: rel, Offset: off, Length: r.Length, Cached: cached, version: version}
 		}
 		off += int64(r.Length)
 		w.Stats.Chunks++
