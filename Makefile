@@ -10,7 +10,7 @@ GOTESTFLAGS ?=
 # How long each Fuzz target runs in `make fuzz` (part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all generate build restic test fuzz vet fmt
+.PHONY: all generate build restic test test-short fuzz vet fmt
 
 all: build
 
@@ -30,9 +30,16 @@ bin/restic: go.mod go.sum
 	mkdir -p bin
 	$(GO) build -o bin/restic github.com/restic/restic/cmd/restic
 
+# Every package, unit and integration, under the race detector.
 test: generate
-	$(GO) test -count=1 -timeout 45m $(GOTESTFLAGS) ./...
+	$(GO) test -race -count=1 -timeout 45m $(GOTESTFLAGS) ./...
 	$(MAKE) --no-print-directory fuzz
+
+# The edit-test loop: unit packages only (not test/, which starts sshd,
+# dockerd and nix, nor the benchmarks), cached results reused.
+UNIT_PKGS = $$($(GO) list ./... | grep -v -e '/test/' -e '/bench')
+test-short: generate
+	$(GO) test -short -timeout 10m $(GOTESTFLAGS) $(UNIT_PKGS)
 
 # Runs every Fuzz target in the module for $(FUZZTIME), one at a time (go test
 # -fuzz takes one target in one package). Targets are discovered with
