@@ -179,6 +179,10 @@ func (c *Config) Keep() int {
 	return *c.KeepPrevious
 }
 
+// lockPath is the state dir's session lock: a backup or restore session
+// holds it exclusively, the sftp view shared.
+func (c *Config) lockPath() string { return filepath.Join(c.StateDir, "lock") }
+
 // MirrorDir is where the consistent copy of the data paths lives.
 func (c *Config) MirrorDir() string { return filepath.Join(c.StateDir, "mirror") }
 

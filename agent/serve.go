@@ -18,6 +18,7 @@ import (
 	"github.com/haulproject/haul/agent/manifest"
 	"github.com/haulproject/haul/agent/mirror"
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/agent/sftpview"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
@@ -63,7 +64,8 @@ func (s *Server) Serve(ctx context.Context, verb string) error {
 		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", Version, proto.MinVersion, proto.Version)
 		return err
 	case VerbSFTP:
-		return s.serveSFTP(ctx) // read-only whatever AllowRestore says; see sftp.go
+		// read-only whatever AllowRestore says
+		return sftpview.Serve(ctx, sftpview.Mirror{Host: s.Config.Host, Dir: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, LockPath: s.Config.lockPath()}, s.In, s.Out)
 	case VerbBackup:
 	case VerbRestore:
 		if !s.AllowRestore {
@@ -226,7 +228,7 @@ func (s *session) run(ctx context.Context) error {
 // lock takes the state dir's lock so two sessions never freeze or swap at
 // once; a second session waits up to lock_timeout.
 func (s *session) lock(ctx context.Context) (func(), error) {
-	path := filepath.Join(s.Config.StateDir, "lock")
+	path := s.Config.lockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err

@@ -1,4 +1,5 @@
-package agent
+// Package sftpview serves haul-agent's sftp verb: the mirror, read only.
+package sftpview
 
 import (
 	"context"
@@ -19,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The sftp verb serves the mirror — the copy the last backup froze — read
+// The view serves the mirror — the copy the last backup froze — read
 // only, so an operator can look at what the VPS hands over and fetch a
 // file with sftp, sshfs or WinSCP using the backup key. The view's root is
 // the file system root as on the host, holding only the data paths and the
@@ -46,15 +47,24 @@ import (
 // restore session to release the state dir's lock.
 var sftpLockWait = 10 * time.Second
 
-// serveSFTP serves the read-only view on the session's streams until the
-// client closes them or ctx is cancelled.
-func (s *Server) serveSFTP(ctx context.Context) error {
-	v, err := openMirrorView(s.Config)
+// Mirror says which mirror the view shows.
+type Mirror struct {
+	Host      string   // for messages
+	Dir       string   // the mirror directory
+	DataPaths []string // absolute paths as on the host; the view shows only these
+	LockPath  string   // the state dir's session lock, taken shared
+}
+
+// Serve serves the read-only view on sshd's streams until the client
+// closes them or ctx is cancelled. Writes are refused whatever the key's
+// forced command allows.
+func Serve(ctx context.Context, m Mirror, in io.Reader, out io.Writer) error {
+	v, err := openMirrorView(m)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	rs := sftp.NewRequestServer(sftpStream{s.In, s.Out}, sftp.Handlers{FileGet: v, FilePut: v, FileCmd: v, FileList: v})
+	rs := sftp.NewRequestServer(sftpStream{in, out}, sftp.Handlers{FileGet: v, FilePut: v, FileCmd: v, FileList: v})
 	done := make(chan error, 1)
 	go func() { done <- rs.Serve() }()
 	select {
@@ -90,11 +100,11 @@ type mirrorView struct {
 	lock      *sharedLock
 }
 
-func openMirrorView(cfg *Config) (*mirrorView, error) {
-	root := cfg.MirrorDir()
+func openMirrorView(m Mirror) (*mirrorView, error) {
+	root := m.Dir
 	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
-		return nil, fmt.Errorf("%s has no mirror yet (%s): the sftp view shows the copy the last backup made; run `haul backup` first", cfg.Host, root)
+		return nil, fmt.Errorf("%s has no mirror yet (%s): the sftp view shows the copy the last backup made; run `haul backup` first", m.Host, root)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open mirror %s: %w", root, err)
@@ -107,9 +117,9 @@ func openMirrorView(cfg *Config) (*mirrorView, error) {
 	return &mirrorView{
 		rootFD:    fd,
 		rootPath:  real,
-		dataPaths: cfg.DataPaths,
-		// session.lock's file: sessions that write the mirror hold it exclusively.
-		lock: &sharedLock{path: filepath.Join(cfg.StateDir, "lock"), wait: sftpLockWait},
+		dataPaths: m.DataPaths,
+		// sessions that write the mirror hold this lock exclusively
+		lock: &sharedLock{path: m.LockPath, wait: sftpLockWait},
 	}, nil
 }
 
@@ -526,4 +536,16 @@ func (l *sharedLock) close() {
 		l.f.Close()
 		l.f = nil
 	}
+}
+
+// readPID returns the pid a lock holder wrote into the lock file.
+func readPID(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 0 && b[len(b)-1] == '\n' {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
 }

@@ -1,4 +1,4 @@
-package agent
+package sftpview
 
 import (
 	"bytes"
@@ -16,21 +16,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sftpFixture is a config whose mirror holds a data path with the cases the
-// view must get right, served in-process to pkg/sftp's client.
+// sftpFixture is a mirror holding a data path with the cases the view must
+// get right, served in-process to pkg/sftp's client.
 type sftpFixture struct {
-	cfg    *Config
+	cfg    Mirror
+	state  string // the state dir holding the mirror and the lock
 	data   string // the data path (as on the host)
 	mirror string // its copy in the mirror
 	client *sftp.Client
 }
 
-func newSFTPFixture(t *testing.T, allowRestore bool) *sftpFixture {
+func newSFTPFixture(t *testing.T) *sftpFixture {
 	t.Helper()
 	root := t.TempDir()
 	f := &sftpFixture{data: "/srv/app/data"}
-	f.cfg = &Config{Host: "vps", DataPaths: []string{f.data}, StateDir: filepath.Join(root, "state")}
-	f.mirror = f.cfg.MirrorPath(f.data)
+	f.state = filepath.Join(root, "state")
+	f.cfg = Mirror{Host: "vps", Dir: filepath.Join(f.state, "mirror"), DataPaths: []string{f.data}, LockPath: filepath.Join(f.state, "lock")}
+	f.mirror = filepath.Join(f.cfg.Dir, f.data)
 	m := f.mirror
 	mustT(t, os.MkdirAll(filepath.Join(m, "sub"), 0o755))
 	mustT(t, os.WriteFile(filepath.Join(m, "config.yml"), []byte("secret: 1\n"), 0o600))
@@ -45,16 +47,15 @@ func newSFTPFixture(t *testing.T, allowRestore bool) *sftpFixture {
 	mustT(t, unix.Mkfifo(filepath.Join(m, "fifo"), 0o600))
 	mustT(t, os.WriteFile(filepath.Join(m, ".haul-tmp-config.yml"), []byte("half"), 0o600))
 	// A leftover beside the data path: in the mirror but not in the view.
-	mustT(t, os.MkdirAll(filepath.Join(f.cfg.MirrorDir(), "srv", "app", "other"), 0o755))
-	mustT(t, os.WriteFile(filepath.Join(f.cfg.MirrorDir(), "srv", "app", "other", "x"), []byte("stale"), 0o644))
-	mustT(t, os.WriteFile(filepath.Join(f.cfg.StateDir, "chunks.cache"), []byte("state"), 0o600))
+	mustT(t, os.MkdirAll(filepath.Join(f.cfg.Dir, "srv", "app", "other"), 0o755))
+	mustT(t, os.WriteFile(filepath.Join(f.cfg.Dir, "srv", "app", "other", "x"), []byte("stale"), 0o644))
+	mustT(t, os.WriteFile(filepath.Join(f.state, "chunks.cache"), []byte("state"), 0o600))
 
 	c2s, s2c := newPipe(t), newPipe(t)
-	srv := &Server{Config: f.cfg, AllowRestore: allowRestore, In: c2s.r, Out: s2c.w}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		err := srv.Serve(ctx, VerbSFTP)
+		err := Serve(ctx, f.cfg, c2s.r, s2c.w)
 		s2c.w.Close() // as sshd closes the channel when the agent exits
 		done <- err
 	}()
@@ -106,7 +107,7 @@ func names(fis []os.FileInfo) string {
 }
 
 func TestSFTPViewReads(t *testing.T) {
-	f := newSFTPFixture(t, false)
+	f := newSFTPFixture(t)
 	c := f.client
 
 	for dir, want := range map[string]string{
@@ -186,9 +187,11 @@ func TestSFTPViewReads(t *testing.T) {
 	}
 }
 
+// The view has no write mode at all: the agent serves it the same for a
+// key whose forced command has --allow-restore.
 func TestSFTPViewRefusesWrites(t *testing.T) {
-	for _, allowRestore := range []bool{false, true} {
-		f := newSFTPFixture(t, allowRestore)
+	{
+		f := newSFTPFixture(t)
 		c := f.client
 		p := f.data + "/config.yml"
 		before, _ := os.ReadFile(filepath.Join(f.mirror, "config.yml"))
@@ -210,7 +213,7 @@ func TestSFTPViewRefusesWrites(t *testing.T) {
 		}
 		for name, op := range checks {
 			if err := op(); !errors.Is(err, os.ErrPermission) {
-				t.Errorf("allow-restore=%v: %s: %v, want permission denied", allowRestore, name, err)
+				t.Errorf("%s: %v, want permission denied", name, err)
 			}
 		}
 		after, _ := os.ReadFile(filepath.Join(f.mirror, "config.yml"))
@@ -220,7 +223,7 @@ func TestSFTPViewRefusesWrites(t *testing.T) {
 		}
 		for _, n := range []string{"new", "newdir", "moved", "evil", "hard"} {
 			if _, err := os.Lstat(filepath.Join(f.mirror, n)); err == nil {
-				t.Errorf("allow-restore=%v: %s was created", allowRestore, n)
+				t.Errorf("%s was created", n)
 			}
 		}
 	}
@@ -232,13 +235,13 @@ func TestSFTPViewWaitsForBackup(t *testing.T) {
 	old := sftpLockWait
 	sftpLockWait = 300 * time.Millisecond
 	defer func() { sftpLockWait = old }()
-	f := newSFTPFixture(t, false)
+	f := newSFTPFixture(t)
 	p := f.data + "/config.yml"
 	open, err := f.client.Open(p) // opened before the backup
 	mustT(t, err)
 	defer open.Close()
 
-	lock, err := os.OpenFile(filepath.Join(f.cfg.StateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(filepath.Join(f.state, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	mustT(t, err)
 	defer lock.Close()
 	mustT(t, unix.Flock(int(lock.Fd()), unix.LOCK_EX))
@@ -273,7 +276,7 @@ func TestSFTPViewWaitsForBackup(t *testing.T) {
 
 // Without openat2 (kernels before 5.6) every symlink on a path is refused.
 func TestSFTPViewWithoutOpenat2(t *testing.T) {
-	f := newSFTPFixture(t, false)
+	f := newSFTPFixture(t)
 	openat2Missing.Store(true)
 	defer openat2Missing.Store(false)
 	fh, err := f.client.Open(f.data + "/sub/deep.txt")
@@ -296,13 +299,13 @@ func TestSFTPViewWithoutOpenat2(t *testing.T) {
 }
 
 func TestSFTPNoMirrorYet(t *testing.T) {
-	cfg := &Config{Host: "vps", DataPaths: []string{"/srv/x"}, StateDir: filepath.Join(t.TempDir(), "state")}
-	srv := &Server{Config: cfg, In: strings.NewReader(""), Out: io.Discard}
-	err := srv.Serve(context.Background(), VerbSFTP)
+	state := filepath.Join(t.TempDir(), "state")
+	cfg := Mirror{Host: "vps", Dir: filepath.Join(state, "mirror"), DataPaths: []string{"/srv/x"}, LockPath: filepath.Join(state, "lock")}
+	err := Serve(context.Background(), cfg, strings.NewReader(""), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "no mirror yet") {
 		t.Fatalf("Serve without a mirror: %v", err)
 	}
-	if _, err := os.Stat(cfg.StateDir); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the sftp view created the state dir")
 	}
 }
