@@ -1,0 +1,438 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/haulproject/haul/agent/manifest"
+	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/proto"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+)
+
+// backup serves a backup session (the backup key's verb): freeze the
+// mirror, stream its manifest, send the chunks the puller asks for. See
+// "Backup session" in proto/PROTOCOL.md.
+func (s *session) backup(ctx context.Context) error {
+	var walker *manifest.Walker
+	var queue *wantQueue
+	out := make(chan outFrame, 4)
+	var wg sync.WaitGroup
+	writerErr := make(chan error, 1)
+	go func() { writerErr <- s.writer(out) }()
+	ctx, cancel := context.WithCancel(ctx)
+	// The walker and sender must be gone before out is closed: a send on
+	// a closed channel would panic. Cancelling unblocks them; the writer
+	// keeps draining until out is closed.
+	defer func() {
+		cancel()
+		wg.Wait()
+		close(out)
+		<-writerErr
+		if s.committed != nil {
+			if err := <-s.committed; err != nil {
+				s.logf("warning: mirror not committed, the next backup recopies it: %v", err)
+			}
+		}
+	}()
+	var bye proto.Bye
+	var walkErr, sendErr error
+	walkDone := make(chan struct{})
+	// workErr stops the walker and sender and returns the first of their
+	// errors, else err. Once they are gone the cache is this goroutine's:
+	// a stale entry the sender found is dropped here.
+	workErr := func(err error) error {
+		cancel()
+		wg.Wait()
+		var stale *staleChunkError
+		if errors.As(sendErr, &stale) {
+			walker.Cache.Forget(stale.rel)
+			if err := walker.Cache.Save(); err != nil {
+				s.logf("warning: saving chunk cache: %v", err)
+			}
+		}
+		if walkErr != nil {
+			return walkErr
+		}
+		if sendErr != nil {
+			return sendErr
+		}
+		return err
+	}
+
+	for {
+		t, p, err := s.next(ctx)
+		if err != nil {
+			return workErr(err)
+		}
+		switch t {
+		case proto.TFreeze:
+			var req proto.Freeze
+			if err := proto.Decode(t, p, &req); err != nil {
+				return err
+			}
+			rep, err := s.freeze(ctx)
+			if err != nil {
+				return err
+			}
+			if err := s.sendVia(out, proto.TFrozen, rep); err != nil {
+				return err
+			}
+		case proto.TWalk:
+			if walker != nil {
+				return coded(proto.CodeProtocol, "walk requested twice")
+			}
+			if s.pol == 0 {
+				return coded(proto.CodeProtocol, "walk requested but hello carried no chunker polynomial")
+			}
+			cache, err := manifest.OpenCache(filepath.Join(s.Config.StateDir, "chunks.cache"), s.pol)
+			if err != nil {
+				return err
+			}
+			// From here until wg.Wait returns, the walker goroutine owns
+			// the cache; the sender reads only the bases taken now and
+			// the file versions the walker publishes with each Location.
+			bases := cache.Bases()
+			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol}
+			queue = newWantQueue()
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				defer close(walkDone)
+				walkErr = s.walk(ctx, walker, out)
+				if walkErr != nil {
+					cancel()
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				sendErr = s.sendChunks(ctx, walker, bases, queue, out, walkDone, &bye)
+				if sendErr != nil {
+					cancel()
+				}
+			}()
+		case proto.TWant:
+			if queue == nil {
+				return coded(proto.CodeProtocol, "want before walk")
+			}
+			ids, err := proto.DecodeWant(p)
+			if err != nil {
+				return err
+			}
+			queue.push(ids, false)
+		case proto.TWantFull:
+			if queue == nil || s.version < proto.DeltaVersion {
+				return coded(proto.CodeProtocol, "unexpected want-full")
+			}
+			ids, err := proto.DecodeWant(p)
+			if err != nil {
+				return err
+			}
+			queue.push(ids, true)
+		case proto.TDone:
+			if queue != nil {
+				queue.close()
+			}
+			wg.Wait()
+			if walkErr != nil || sendErr != nil {
+				return workErr(nil)
+			}
+			if walker != nil {
+				// The puller has every chunk of this walk: its versions
+				// are the bases of the next session's deltas.
+				if err := walker.Cache.Promote(); err != nil {
+					s.logf("warning: saving delta bases: %v", err)
+				}
+			}
+			var ru unix.Rusage
+			if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+				bye.MaxRSSKiB = ru.Maxrss // KiB on Linux
+			}
+			// BytesSent is filled in by the writer, which owns the count.
+			out <- outFrame{t: proto.TBye, bye: &bye, flush: true}
+			return nil
+		case proto.TError:
+			var e proto.Error
+			_ = proto.Decode(t, p, &e)
+			return fmt.Errorf("puller reported: %w", &e)
+		default:
+			return coded(proto.CodeProtocol, "unexpected %s during backup", t)
+		}
+	}
+}
+
+// freeze syncs the mirror twice: once while the services run, then again
+// inside the quiesce window, where only what changed in between is copied.
+func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
+	m, err := mirror.Open(s.Config.MirrorDir(), filepath.Join(s.Config.StateDir, "mirror.index"))
+	if err != nil {
+		return nil, coded(proto.CodeIO, "%v", err)
+	}
+	// The copies are fsynced after the freeze, while the chunks travel,
+	// not inside the window (see mirror.Mirror.Defer).
+	m.Defer = true
+	rep := &proto.Frozen{Mode: s.Config.Quiesce.Mode}
+	t0 := time.Now()
+	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
+		return nil, coded(proto.CodeIO, "pre-sync of mirror: %v", err)
+	}
+	rep.PreSyncMS = ms(time.Since(t0))
+
+	q, err := s.quiescer()
+	if err != nil {
+		return nil, coded(proto.CodeFreeze, "%v", err)
+	}
+	stats, phases, window, err := Freeze(ctx, q, s.Config, func(ctx context.Context) (mirror.Stats, error) {
+		return m.Sync(ctx, s.Config.DataPaths)
+	})
+	rep.Phases = phases
+	rep.FreezeMS = ms(window)
+	rep.FilesCopied = stats.Copied
+	rep.BytesCopied = stats.BytesCopied
+	if err != nil {
+		return nil, err
+	}
+	s.logf("freeze %s: %.1f ms (%d files, %d bytes copied while frozen)", q.Describe(), rep.FreezeMS, stats.Copied, stats.BytesCopied)
+	s.committed = make(chan error, 1)
+	go func() { s.committed <- m.Commit() }()
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+type outFrame struct {
+	t     proto.Type
+	parts [][]byte
+	flush bool
+	// bye, when set, is the payload: the writer encodes it after filling
+	// in BytesSent, the count only the writer may read.
+	bye *proto.Bye
+}
+
+// writer owns the output stream; it flushes whenever nothing else is
+// queued, so small frames are batched and large ones go out at once.
+func (s *session) writer(out <-chan outFrame) error {
+	var err error
+	for f := range out {
+		if err != nil {
+			continue // drain so senders never block
+		}
+		if f.bye != nil {
+			f.bye.BytesSent = s.conn.W.BytesWritten()
+			var b []byte
+			if b, err = proto.Encode(f.bye); err != nil {
+				continue
+			}
+			f.parts = [][]byte{b}
+		}
+		err = s.conn.W.Write(f.t, f.parts...)
+		if err == nil && (len(out) == 0 || f.flush) {
+			err = s.conn.W.Flush()
+		}
+	}
+	if err == nil {
+		err = s.conn.W.Flush()
+	}
+	return err
+}
+
+func (s *session) sendVia(out chan<- outFrame, t proto.Type, v any) error {
+	b, err := proto.Encode(v)
+	if err != nil {
+		return err
+	}
+	out <- outFrame{t: t, parts: [][]byte{b}, flush: true} // the writer always drains
+	return nil
+}
+
+type visitor struct {
+	out chan<- outFrame
+	ctx context.Context
+}
+
+func (v visitor) Visit(n *proto.Node) error {
+	b, err := proto.Encode(n)
+	if err != nil {
+		return fmt.Errorf("node %q: %w", n.Name, err)
+	}
+	select {
+	case v.out <- outFrame{t: proto.TNode, parts: [][]byte{b}}:
+		return nil
+	case <-v.ctx.Done():
+		return v.ctx.Err()
+	}
+}
+
+func (v visitor) Leave() error {
+	select {
+	case v.out <- outFrame{t: proto.TDirEnd}:
+		return nil
+	case <-v.ctx.Done():
+		return v.ctx.Err()
+	}
+}
+
+func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFrame) error {
+	if err := w.Walk(ctx, visitor{out: out, ctx: ctx}); err != nil {
+		return coded(proto.CodeIO, "manifest: %v", err)
+	}
+	if err := w.Cache.Save(); err != nil {
+		s.logf("warning: saving chunk cache: %v", err)
+	}
+	return s.sendVia(out, proto.TManifestEnd, &w.Stats)
+}
+
+// wantQueue is an unbounded FIFO of wanted IDs: the frame reader must
+// never block on it, or the puller and agent could wait on each other.
+type wantQueue struct {
+	mu     sync.Mutex
+	ids    []want
+	closed bool
+	signal chan struct{}
+}
+
+// want is one requested chunk; full asks for the whole chunk, never a
+// delta (the puller could not apply one).
+type want struct {
+	id   proto.ID
+	full bool
+}
+
+func newWantQueue() *wantQueue { return &wantQueue{signal: make(chan struct{}, 1)} }
+
+func (q *wantQueue) push(ids []proto.ID, full bool) {
+	q.mu.Lock()
+	for _, id := range ids {
+		q.ids = append(q.ids, want{id: id, full: full})
+	}
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *wantQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *wantQueue) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns queued IDs; ok is false once the queue is closed and empty.
+func (q *wantQueue) pop(ctx context.Context) (ids []want, ok bool, err error) {
+	for {
+		q.mu.Lock()
+		if len(q.ids) > 0 {
+			ids, q.ids = q.ids, nil
+			q.mu.Unlock()
+			return ids, true, nil
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false, nil
+		}
+		select {
+		case <-q.signal:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// staleChunkError reports a cached chunk list that no longer matches the
+// mirror file rel; the session drops the entry once the sender has ended.
+type staleChunkError struct {
+	rel string
+	err error
+}
+
+func (e *staleChunkError) Error() string { return e.err.Error() }
+func (e *staleChunkError) Unwrap() error { return e.err }
+
+func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *manifest.Bases, q *wantQueue, out chan<- outFrame, walkDone <-chan struct{}, bye *proto.Bye) error {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return err
+	}
+	defer enc.Close()
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for {
+		ids, ok, err := q.pop(ctx)
+		if err != nil || !ok {
+			return err
+		}
+		for _, wt := range ids {
+			id := wt.id
+			loc, found := w.Lookup(id)
+			if !found {
+				return coded(proto.CodeProtocol, "puller asked for chunk %s, which is not in the manifest", id.Short())
+			}
+			f := files[loc.Path]
+			if f == nil {
+				if len(files) > 64 {
+					for p, f := range files {
+						f.Close()
+						delete(files, p)
+					}
+				}
+				f, err = os.Open(loc.Path)
+				if err != nil {
+					return coded(proto.CodeIO, "open mirror file: %v", err)
+				}
+				files[loc.Path] = f
+			}
+			plain := make([]byte, loc.Length)
+			if _, err := f.ReadAt(plain, loc.Offset); err != nil {
+				return coded(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
+			}
+			if loc.Cached && proto.Hash(plain) != id {
+				return &staleChunkError{rel: loc.Rel, err: coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
+			}
+			frame := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
+			select {
+			case out <- frame:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			bye.ChunksSent++
+			bye.RawBytes += int64(len(plain))
+		}
+	}
+}
+
+// chunkFrame encodes one wanted chunk: as a delta against its file's base
+// version when the protocol allows, one exists and at most half the chunk
+// must be sent literally; otherwise whole, zstd-compressed unless that does
+// not make it smaller.
+func (s *session) chunkFrame(enc *zstd.Encoder, bases *manifest.Bases, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) outFrame {
+	if deltaOK && s.version >= proto.DeltaVersion {
+		if ops, literal := bases.Delta(loc, plain); ops != nil && literal <= len(plain)/2 {
+			raw := proto.AppendDeltaOps(nil, ops)
+			body := enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+			bye.Deltas++
+			return outFrame{t: proto.TDelta, parts: [][]byte{proto.DeltaHeader(id, len(plain), len(raw)), body}}
+		}
+	}
+	hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	if len(body) >= len(plain) {
+		hdrEnc, body = proto.EncRaw, plain
+	}
+	return outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}
+}
