@@ -86,10 +86,10 @@ func (s *session) backup(ctx context.Context) error {
 			}
 		case proto.TWalk:
 			if walker != nil {
-				return coded(proto.CodeProtocol, "walk requested twice")
+				return proto.Errorf(proto.CodeProtocol, "walk requested twice")
 			}
 			if s.pol == 0 {
-				return coded(proto.CodeProtocol, "walk requested but hello carried no chunker polynomial")
+				return proto.Errorf(proto.CodeProtocol, "walk requested but hello carried no chunker polynomial")
 			}
 			cache, err := manifest.OpenCache(filepath.Join(s.Config.StateDir, "chunks.cache"), s.pol)
 			if err != nil {
@@ -119,7 +119,7 @@ func (s *session) backup(ctx context.Context) error {
 			}()
 		case proto.TWant:
 			if queue == nil {
-				return coded(proto.CodeProtocol, "want before walk")
+				return proto.Errorf(proto.CodeProtocol, "want before walk")
 			}
 			ids, err := proto.DecodeWant(p)
 			if err != nil {
@@ -128,7 +128,7 @@ func (s *session) backup(ctx context.Context) error {
 			queue.push(ids, false)
 		case proto.TWantFull:
 			if queue == nil || s.version < proto.DeltaVersion {
-				return coded(proto.CodeProtocol, "unexpected want-full")
+				return proto.Errorf(proto.CodeProtocol, "unexpected want-full")
 			}
 			ids, err := proto.DecodeWant(p)
 			if err != nil {
@@ -162,7 +162,7 @@ func (s *session) backup(ctx context.Context) error {
 			_ = proto.Decode(t, p, &e)
 			return fmt.Errorf("puller reported: %w", &e)
 		default:
-			return coded(proto.CodeProtocol, "unexpected %s during backup", t)
+			return proto.Errorf(proto.CodeProtocol, "unexpected %s during backup", t)
 		}
 	}
 }
@@ -172,7 +172,7 @@ func (s *session) backup(ctx context.Context) error {
 func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	m, err := mirror.Open(s.Config.MirrorDir(), filepath.Join(s.Config.StateDir, "mirror.index"))
 	if err != nil {
-		return nil, coded(proto.CodeIO, "%v", err)
+		return nil, proto.Errorf(proto.CodeIO, "%v", err)
 	}
 	// The copies are fsynced after the freeze, while the chunks travel,
 	// not inside the window (see mirror.Mirror.Defer).
@@ -180,13 +180,13 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	rep := &proto.Frozen{Mode: s.Config.Quiesce.Mode}
 	t0 := time.Now()
 	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
-		return nil, coded(proto.CodeIO, "pre-sync of mirror: %v", err)
+		return nil, proto.Errorf(proto.CodeIO, "pre-sync of mirror: %v", err)
 	}
 	rep.PreSyncMS = ms(time.Since(t0))
 
 	q, err := s.quiescer()
 	if err != nil {
-		return nil, coded(proto.CodeFreeze, "%v", err)
+		return nil, proto.Errorf(proto.CodeFreeze, "%v", err)
 	}
 	stats, phases, window, err := Freeze(ctx, q, s.Config, func(ctx context.Context) (mirror.Stats, error) {
 		return m.Sync(ctx, s.Config.DataPaths)
@@ -280,7 +280,7 @@ func (v visitor) Leave() error {
 
 func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFrame) error {
 	if err := w.Walk(ctx, visitor{out: out, ctx: ctx}); err != nil {
-		return coded(proto.CodeIO, "manifest: %v", err)
+		return proto.Errorf(proto.CodeIO, "manifest: %v", err)
 	}
 	if err := w.Cache.Save(); err != nil {
 		s.logf("warning: saving chunk cache: %v", err)
@@ -382,7 +382,7 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			id := wt.id
 			loc, found := w.Lookup(id)
 			if !found {
-				return coded(proto.CodeProtocol, "puller asked for chunk %s, which is not in the manifest", id.Short())
+				return proto.Errorf(proto.CodeProtocol, "puller asked for chunk %s, which is not in the manifest", id.Short())
 			}
 			f := files[loc.Path]
 			if f == nil {
@@ -394,16 +394,16 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 				}
 				f, err = os.Open(loc.Path)
 				if err != nil {
-					return coded(proto.CodeIO, "open mirror file: %v", err)
+					return proto.Errorf(proto.CodeIO, "open mirror file: %v", err)
 				}
 				files[loc.Path] = f
 			}
 			plain := make([]byte, loc.Length)
 			if _, err := f.ReadAt(plain, loc.Offset); err != nil {
-				return coded(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
+				return proto.Errorf(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
 			}
 			if loc.Cached && proto.Hash(plain) != id {
-				return &staleChunkError{rel: loc.Rel, err: coded(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
+				return &staleChunkError{rel: loc.Rel, err: proto.Errorf(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
 			}
 			frame := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
 			select {

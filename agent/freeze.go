@@ -64,7 +64,7 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 	tp := time.Now()
 	targets, err := q.Plan(ctx)
 	if err != nil {
-		return stats, nil, 0, coded(proto.CodeFreeze, "quiesce %s: %v; nothing was stopped", q.Describe(), err)
+		return stats, nil, 0, proto.Errorf(proto.CodeFreeze, "quiesce %s: %v; nothing was stopped", q.Describe(), err)
 	}
 	phases = append(phases, proto.Phase{Name: "plan", MS: ms(time.Since(tp))})
 	timeout := cfg.Quiesce.Timeout.Or(30 * time.Second)
@@ -77,11 +77,11 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 			Mode: cfg.Quiesce.Mode, DockerHost: dockerHost(cfg), Targets: targets,
 		}
 		if err := writeMarker(cfg.FrozenMarkerPath(), &m); err != nil {
-			return stats, phases, 0, coded(proto.CodeIO, "write freeze marker: %v; nothing was stopped", err)
+			return stats, phases, 0, proto.Errorf(proto.CodeIO, "write freeze marker: %v; nothing was stopped", err)
 		}
 		if err := startWatchdog(cfg); err != nil {
 			_ = os.Remove(cfg.FrozenMarkerPath())
-			return stats, phases, 0, coded(proto.CodeFreeze, "%v; nothing was stopped", err)
+			return stats, phases, 0, proto.Errorf(proto.CodeFreeze, "%v; nothing was stopped", err)
 		}
 	}
 	hold, holdErr := testFreezeHold()
@@ -89,7 +89,7 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 		if guarded {
 			_ = os.Remove(cfg.FrozenMarkerPath())
 		}
-		return stats, phases, 0, coded(proto.CodeFreeze, "%v", holdErr)
+		return stats, phases, 0, proto.Errorf(proto.CodeFreeze, "%v", holdErr)
 	}
 
 	var steps func() []quiesce.Step
@@ -134,7 +134,7 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 	}
 	defer func() {
 		if rerr := resume(); rerr != nil {
-			err = errors.Join(err, coded(proto.CodeFreeze, "resume %s: %v (haul-agent recover retries it)", q.Describe(), rerr))
+			err = errors.Join(err, proto.Errorf(proto.CodeFreeze, "resume %s: %v (haul-agent recover retries it)", q.Describe(), rerr))
 			stats = mirror.Stats{}
 		}
 	}()
@@ -145,7 +145,7 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 		phases = append(phases, stepPhases(steps())...)
 	}
 	if qerr != nil {
-		return stats, phases, 0, coded(proto.CodeFreeze, "quiesce %s: %v", q.Describe(), qerr)
+		return stats, phases, 0, proto.Errorf(proto.CodeFreeze, "quiesce %s: %v", q.Describe(), qerr)
 	}
 
 	t := time.Now()
@@ -153,9 +153,9 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 	phases = append(phases, proto.Phase{Name: "sync", MS: ms(time.Since(t))})
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
-			return stats, phases, 0, coded(proto.CodeCancelled, "freeze interrupted (the puller went away or the agent got a signal): %v", err)
+			return stats, phases, 0, proto.Errorf(proto.CodeCancelled, "freeze interrupted (the puller went away or the agent got a signal): %v", err)
 		}
-		return stats, phases, 0, coded(proto.CodeIO, "sync mirror while frozen: %v", err)
+		return stats, phases, 0, proto.Errorf(proto.CodeIO, "sync mirror while frozen: %v", err)
 	}
 	if hold > 0 {
 		t := time.Now()
@@ -165,11 +165,11 @@ func Freeze(ctx context.Context, q quiesce.Quiescer, cfg *Config, sync func(cont
 		}
 		phases = append(phases, proto.Phase{Name: "test-hold", MS: ms(time.Since(t))})
 		if ctx.Err() != nil {
-			return stats, phases, 0, coded(proto.CodeCancelled, "freeze interrupted (the puller went away or the agent got a signal): %v", ctx.Err())
+			return stats, phases, 0, proto.Errorf(proto.CodeCancelled, "freeze interrupted (the puller went away or the agent got a signal): %v", ctx.Err())
 		}
 	}
 	if err := resume(); err != nil {
-		return mirror.Stats{}, phases, window, coded(proto.CodeFreeze, "resume %s: %v (haul-agent recover retries it)", q.Describe(), err)
+		return mirror.Stats{}, phases, window, proto.Errorf(proto.CodeFreeze, "resume %s: %v (haul-agent recover retries it)", q.Describe(), err)
 	}
 	return stats, phases, window, nil
 }

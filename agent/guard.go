@@ -135,13 +135,13 @@ func Recover(ctx context.Context, cfg *Config, logf func(string, ...any)) (bool,
 func recoverLeftover(ctx context.Context, cfg *Config) error {
 	m, path, err := readMarkers(cfg)
 	if err != nil {
-		return coded(proto.CodeFreeze, "%v", err)
+		return proto.Errorf(proto.CodeFreeze, "%v", err)
 	}
 	if m == nil {
 		return nil
 	}
 	if m.PID != os.Getpid() && processAlive(m.PID, m.PIDStart) {
-		return coded(proto.CodeBusy, "agent pid %d still holds the freeze marker %s; wait for it to finish (or run `haul-agent recover`)", m.PID, path)
+		return proto.Errorf(proto.CodeBusy, "agent pid %d still holds the freeze marker %s; wait for it to finish (or run `haul-agent recover`)", m.PID, path)
 	}
 	logf := func(string, ...any) {}
 	if f, err := os.OpenFile(cfg.GuardLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
@@ -150,7 +150,7 @@ func recoverLeftover(ctx context.Context, cfg *Config) error {
 	}
 	rerr := recoverMarker(ctx, cfg, m.PID, fmt.Sprintf("a new freeze found the marker of agent pid %d, which is gone", m.PID), logf)
 	if rerr != nil {
-		return coded(proto.CodeFreeze, "an earlier freeze (agent pid %d) left %s and its targets could not be resumed: %v; fix that first (haul-agent recover --config ... retries)", m.PID, path, rerr)
+		return proto.Errorf(proto.CodeFreeze, "an earlier freeze (agent pid %d) left %s and its targets could not be resumed: %v; fix that first (haul-agent recover --config ... retries)", m.PID, path, rerr)
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (s *session) restore(ctx context.Context) error {
 		_ = proto.Decode(t, p, &e)
 		return fmt.Errorf("puller reported: %w", &e)
 	}
-	return coded(proto.CodeProtocol, "expected restore-begin or mark, got %s", t)
+	return proto.Errorf(proto.CodeProtocol, "expected restore-begin or mark, got %s", t)
 }
 
 // mark writes the ready marker without restoring: the host's data is in
@@ -72,11 +72,11 @@ func (s *session) refuseRestore(b *proto.RestoreBegin) error {
 	slices.Sort(want)
 	slices.Sort(got)
 	if !slices.Equal(want, got) {
-		return coded(proto.CodeRefused, "snapshot %s of host %s holds paths %s, but this agent's data_paths are %s: restore it onto a host with the same data paths, or restore it locally with `haul restore --target DIR`. Nothing was changed",
+		return proto.Errorf(proto.CodeRefused, "snapshot %s of host %s holds paths %s, but this agent's data_paths are %s: restore it onto a host with the same data paths, or restore it locally with `haul restore --target DIR`. Nothing was changed",
 			short(b.Snapshot), b.Host, strings.Join(got, ", "), strings.Join(want, ", "))
 	}
 	if s.Config.Ready() && !s.Config.AllowInplaceRestore {
-		return coded(proto.CodeRefused, "host %s is ready (%s exists) and its agent config does not set allow_inplace_restore: a restore onto a running host is refused, so a stolen restore key cannot overwrite it. "+
+		return proto.Errorf(proto.CodeRefused, "host %s is ready (%s exists) and its agent config does not set allow_inplace_restore: a restore onto a running host is refused, so a stolen restore key cannot overwrite it. "+
 			"Restore onto a fresh host instead, or, to replace this host's data on purpose, set \"allow_inplace_restore\": true in the agent config. Nothing was changed",
 			s.Config.Host, s.Config.ReadyMarker)
 	}
@@ -158,7 +158,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		// Removed before answering, so the staging copy is gone when the
 		// puller reports the dry run done.
 		if err := st.remove(); err != nil {
-			return coded(proto.CodeIO, "dry run: %v", err)
+			return proto.Errorf(proto.CodeIO, "dry run: %v", err)
 		}
 		res.Warnings = st.warnings
 		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, units.Bytes(st.bytes))
@@ -167,7 +167,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 
 	q, err := s.quiescer()
 	if err != nil {
-		return coded(proto.CodeFreeze, "%v", err)
+		return proto.Errorf(proto.CodeFreeze, "%v", err)
 	}
 	if !ready {
 		q = &freshHostQuiescer{Quiescer: q, warn: st.warn}
@@ -248,7 +248,7 @@ func (s *session) receiveTree(ctx context.Context, st *stage) error {
 			_ = proto.Decode(t, p, &e)
 			return fmt.Errorf("puller reported: %w", &e)
 		default:
-			return coded(proto.CodeProtocol, "unexpected %s while receiving the tree", t)
+			return proto.Errorf(proto.CodeProtocol, "unexpected %s while receiving the tree", t)
 		}
 	}
 }
@@ -312,7 +312,7 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 				}
 				plain, err := j.c.Plain(dec, buf)
 				if err != nil {
-					fail(coded(proto.CodeVerify, "rejected chunk from the puller: %v", err))
+					fail(proto.Errorf(proto.CodeVerify, "rejected chunk from the puller: %v", err))
 					continue
 				}
 				for _, l := range j.locs {
@@ -348,7 +348,7 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 			}
 			locs, ok := st.need[c.ID]
 			if !ok {
-				return errors.Join(coded(proto.CodeProtocol, "puller sent chunk %s, which was not asked for or was sent twice", c.ID.Short()), finish())
+				return errors.Join(proto.Errorf(proto.CodeProtocol, "puller sent chunk %s, which was not asked for or was sent twice", c.ID.Short()), finish())
 			}
 			delete(st.need, c.ID)
 			res.ChunksGot++
@@ -366,7 +366,7 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 				return err
 			}
 			if len(st.need) > 0 {
-				return coded(proto.CodeProtocol, "commit with %d of %d chunks missing", len(st.need), len(st.wanted))
+				return proto.Errorf(proto.CodeProtocol, "commit with %d of %d chunks missing", len(st.need), len(st.wanted))
 			}
 			return nil
 		case proto.TError:
@@ -374,7 +374,7 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 			_ = proto.Decode(t, p, &e)
 			return errors.Join(fmt.Errorf("puller reported: %w", &e), finish())
 		default:
-			return errors.Join(coded(proto.CodeProtocol, "unexpected %s while receiving chunks", t), finish())
+			return errors.Join(proto.Errorf(proto.CodeProtocol, "unexpected %s while receiving chunks", t), finish())
 		}
 	}
 }

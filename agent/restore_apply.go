@@ -115,7 +115,7 @@ func (st *stage) checkSize(idx int) error {
 		return st.ioErr(sn.root, "stat "+st.hostPath(idx), err)
 	}
 	if s.Mode&unix.S_IFMT != unix.S_IFREG || uint64(s.Size) != sn.n.Size {
-		return coded(proto.CodeVerify, "staged %s has %d bytes, the snapshot says %d; restore again", st.hostPath(idx), s.Size, sn.n.Size)
+		return proto.Errorf(proto.CodeVerify, "staged %s has %d bytes, the snapshot says %d; restore again", st.hostPath(idx), s.Size, sn.n.Size)
 	}
 	return nil
 }
@@ -133,12 +133,12 @@ func (st *stage) verifyChunk(j verifyJob, buf []byte) error {
 			return st.ioErr(sn.root, "read back "+st.hostPath(j.node), err)
 		}
 		if n == 0 {
-			return coded(proto.CodeVerify, "staged %s ends before offset %d", st.hostPath(j.node), j.off+int64(len(buf)))
+			return proto.Errorf(proto.CodeVerify, "staged %s ends before offset %d", st.hostPath(j.node), j.off+int64(len(buf)))
 		}
 		got += n
 	}
 	if proto.Hash(buf) != j.ref.ID {
-		return coded(proto.CodeVerify, "staged %s does not match chunk %s at offset %d after writing (disk or memory error?); restore again", st.hostPath(j.node), j.ref.ID.Short(), j.off)
+		return proto.Errorf(proto.CodeVerify, "staged %s does not match chunk %s at offset %d after writing (disk or memory error?); restore again", st.hostPath(j.node), j.ref.ID.Short(), j.off)
 	}
 	return nil
 }

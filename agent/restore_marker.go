@@ -49,11 +49,11 @@ func WriteReadyMarker(cfg *Config, m ReadyMarker) (string, error) {
 			mode = 0o700
 		}
 		if err := os.MkdirAll(dir, mode); err != nil {
-			return "", coded(proto.CodeIO, "create the ready marker's directory: %v", err)
+			return "", proto.Errorf(proto.CodeIO, "create the ready marker's directory: %v", err)
 		}
 	}
 	if err := writeJSONFile(cfg.ReadyMarker, &m, 0o644); err != nil {
-		return "", coded(proto.CodeIO, "write ready marker %s: %v", cfg.ReadyMarker, err)
+		return "", proto.Errorf(proto.CodeIO, "write ready marker %s: %v", cfg.ReadyMarker, err)
 	}
 	return cfg.ReadyMarker, nil
 }

@@ -122,19 +122,19 @@ func (s *stage) checkPaths() error {
 		case errors.Is(err, os.ErrNotExist):
 			continue // a fresh host: the swap just renames staging into place
 		case err != nil:
-			return coded(proto.CodeIO, "data path %s: %v", r.dataPath, err)
+			return proto.Errorf(proto.CodeIO, "data path %s: %v", r.dataPath, err)
 		case !fi.IsDir():
-			return coded(proto.CodeRefused, "data path %s is a %s, not a directory; set data_paths to the real directory. Nothing was changed", r.dataPath, typeName(fi.Mode()))
+			return proto.Errorf(proto.CodeRefused, "data path %s is a %s, not a directory; set data_paths to the real directory. Nothing was changed", r.dataPath, typeName(fi.Mode()))
 		}
 		var st, pst unix.Stat_t
 		if err := unix.Lstat(r.dataPath, &st); err != nil {
-			return coded(proto.CodeIO, "data path %s: %v", r.dataPath, err)
+			return proto.Errorf(proto.CodeIO, "data path %s: %v", r.dataPath, err)
 		}
 		if err := unix.Stat(filepath.Dir(r.dataPath), &pst); err != nil {
-			return coded(proto.CodeIO, "parent of data path %s: %v", r.dataPath, err)
+			return proto.Errorf(proto.CodeIO, "parent of data path %s: %v", r.dataPath, err)
 		}
 		if st.Dev != pst.Dev {
-			return coded(proto.CodeRefused, "data path %s is a mount point: a restore stages beside it and swaps by rename, which cannot cross file systems. "+
+			return proto.Errorf(proto.CodeRefused, "data path %s is a mount point: a restore stages beside it and swaps by rename, which cannot cross file systems. "+
 				"Make the data path a directory inside the mount (for example %s/data). Nothing was changed", r.dataPath, r.dataPath)
 		}
 	}
@@ -154,11 +154,11 @@ func typeName(m os.FileMode) string {
 // add takes one node of the stream.
 func (s *stage) add(n *proto.Node) error {
 	if err := n.Validate(); err != nil {
-		return coded(proto.CodeRefused, "snapshot refused: %v (below %s)", err, s.where())
+		return proto.Errorf(proto.CodeRefused, "snapshot refused: %v (below %s)", err, s.where())
 	}
 	top := &s.stack[len(s.stack)-1]
 	if bytes.Compare(n.Name, top.last) <= 0 {
-		return coded(proto.CodeRefused, "snapshot refused: %q in %s is out of order or appears twice", n.Name, s.where())
+		return proto.Errorf(proto.CodeRefused, "snapshot refused: %q in %s is out of order or appears twice", n.Name, s.where())
 	}
 	top.last = append(top.last[:0], n.Name...)
 	path := top.path + "/" + string(n.Name)
@@ -169,7 +169,7 @@ func (s *stage) add(n *proto.Node) error {
 		return s.addAbove(n, path)
 	}
 	if len(s.stack) > maxRestoreDepth {
-		return coded(proto.CodeRefused, "snapshot refused: %s is nested deeper than %d directories", path, maxRestoreDepth)
+		return proto.Errorf(proto.CodeRefused, "snapshot refused: %s is nested deeper than %d directories", path, maxRestoreDepth)
 	}
 	rel := string(n.Name)
 	if top.rel != "" {
@@ -203,10 +203,10 @@ func (s *stage) addAbove(n *proto.Node, path string) error {
 			continue
 		}
 		if n.Type != proto.NodeDir {
-			return coded(proto.CodeRefused, "snapshot refused: data path %s is a %s in the snapshot, not a directory", path, n.Type)
+			return proto.Errorf(proto.CodeRefused, "snapshot refused: data path %s is a %s in the snapshot, not a directory", path, n.Type)
 		}
 		if r.seen {
-			return coded(proto.CodeRefused, "snapshot refused: data path %s appears twice", path)
+			return proto.Errorf(proto.CodeRefused, "snapshot refused: data path %s appears twice", path)
 		}
 		r.seen = true
 		if err := s.openStaging(i, n); err != nil {
@@ -220,20 +220,20 @@ func (s *stage) addAbove(n *proto.Node, path string) error {
 	for _, r := range s.roots {
 		if strings.HasPrefix(r.dataPath, path+"/") {
 			if n.Type != proto.NodeDir {
-				return coded(proto.CodeRefused, "snapshot refused: %s leads to data path %s but is a %s", path, r.dataPath, n.Type)
+				return proto.Errorf(proto.CodeRefused, "snapshot refused: %s leads to data path %s but is a %s", path, r.dataPath, n.Type)
 			}
 			s.ancestors[path] = n
 			s.stack = append(s.stack, openDir{kind: dirAncestor, path: path, fd: -1})
 			return nil
 		}
 	}
-	return coded(proto.CodeRefused, "snapshot refused: it holds %s, which is outside this agent's data paths (%s)", path, strings.Join(s.cfg.DataPaths, ", "))
+	return proto.Errorf(proto.CodeRefused, "snapshot refused: it holds %s, which is outside this agent's data paths (%s)", path, strings.Join(s.cfg.DataPaths, ", "))
 }
 
 // leave closes the directory opened last.
 func (s *stage) leave() error {
 	if len(s.stack) < 2 {
-		return coded(proto.CodeProtocol, "dir-end without an open directory")
+		return proto.Errorf(proto.CodeProtocol, "dir-end without an open directory")
 	}
 	top := s.stack[len(s.stack)-1]
 	s.stack = s.stack[:len(s.stack)-1]
@@ -256,7 +256,7 @@ func (s *stage) openStaging(i int, n *proto.Node) error {
 	}
 	if _, err := os.Lstat(r.staging); err == nil {
 		if err := os.RemoveAll(r.staging); err != nil {
-			return coded(proto.CodeIO, "remove %s left by an interrupted restore: %v", r.staging, err)
+			return proto.Errorf(proto.CodeIO, "remove %s left by an interrupted restore: %v", r.staging, err)
 		}
 	}
 	if err := unix.Mkdir(r.staging, 0o700); err != nil {
@@ -291,7 +291,7 @@ func (s *stage) ensureParents(dir string) error {
 		mode = permBits(n.Mode)
 	}
 	if err := unix.Mkdir(dir, mode); err != nil && !errors.Is(err, unix.EEXIST) {
-		return coded(proto.CodeIO, "create %s: %v", dir, err)
+		return proto.Errorf(proto.CodeIO, "create %s: %v", dir, err)
 	}
 	s.created = append(s.created, dir)
 	if n != nil {
@@ -377,7 +377,7 @@ func (s *stage) create(pfd, idx int) error {
 	}
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return coded(proto.CodeRefused, "snapshot refused: %s appears twice", s.hostPath(idx))
+			return proto.Errorf(proto.CodeRefused, "snapshot refused: %s appears twice", s.hostPath(idx))
 		}
 		return s.ioErr(sn.root, "create "+s.hostPath(idx), err)
 	}
@@ -435,25 +435,25 @@ func (s *stage) hostPath(idx int) string {
 func (s *stage) ioErr(root int, what string, err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 		r := s.roots[root]
-		return coded(proto.CodeNoSpace, "disk full on %s while staging the restore (%s): the snapshot needs %s there and %s is free now; "+
+		return proto.Errorf(proto.CodeNoSpace, "disk full on %s while staging the restore (%s): the snapshot needs %s there and %s is free now; "+
 			"free space or grow the disk, then restore again. The live data is untouched and the staging copy was removed",
 			r.dataPath, what, units.Bytes(r.bytes), units.Bytes(freeBytes(filepath.Dir(r.dataPath))))
 	}
-	return coded(proto.CodeIO, "%s: %v", what, err)
+	return proto.Errorf(proto.CodeIO, "%s: %v", what, err)
 }
 
 // finish checks the stream was complete and there is room for it.
 func (s *stage) finish(end *proto.ManifestEnd) error {
 	if len(s.stack) != 1 {
-		return coded(proto.CodeProtocol, "tree ended with %d directories open", len(s.stack)-1)
+		return proto.Errorf(proto.CodeProtocol, "tree ended with %d directories open", len(s.stack)-1)
 	}
 	for _, r := range s.roots {
 		if !r.seen {
-			return coded(proto.CodeRefused, "snapshot refused: it lacks data path %s", r.dataPath)
+			return proto.Errorf(proto.CodeRefused, "snapshot refused: it lacks data path %s", r.dataPath)
 		}
 	}
 	if end.Files != s.files || end.Dirs != s.dirs || end.Bytes != s.bytes {
-		return coded(proto.CodeProtocol, "tree counts differ: puller sent %d files, %d dirs, %d bytes; agent received %d, %d, %d",
+		return proto.Errorf(proto.CodeProtocol, "tree counts differ: puller sent %d files, %d dirs, %d bytes; agent received %d, %d, %d",
 			end.Files, end.Dirs, end.Bytes, s.files, s.dirs, s.bytes)
 	}
 	return s.checkSpace()
@@ -485,7 +485,7 @@ func (s *stage) checkSpace() error {
 		f := byDev[d]
 		free := freeBytes(f.dir)
 		if free >= 0 && f.need > free {
-			return coded(proto.CodeNoSpace, "disk full on %s: the restore needs %s for its staging copy beside the live data and %s is free. "+
+			return proto.Errorf(proto.CodeNoSpace, "disk full on %s: the restore needs %s for its staging copy beside the live data and %s is free. "+
 				"Free space or grow the disk, then restore again (the live data stays in place until the swap, so a restore needs room for both). "+
 				"The live data is untouched and the staging copy was removed",
 				strings.Join(f.paths, ", "), units.Bytes(f.need), units.Bytes(free))

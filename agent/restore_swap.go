@@ -54,12 +54,12 @@ func (st *stage) swap(stamp string) ([]string, error) {
 	for _, r := range st.roots {
 		var s unix.Stat_t
 		if err := unix.Lstat(r.staging, &s); err != nil {
-			return nil, coded(proto.CodeIO, "stat %s before the swap: %v", r.staging, err)
+			return nil, proto.Errorf(proto.CodeIO, "stat %s before the swap: %v", r.staging, err)
 		}
 		j.Entries = append(j.Entries, swapEntry{Live: r.dataPath, Staging: r.staging, Prev: r.dataPath + prevInfix + stamp, StagingIno: s.Ino})
 	}
 	if err := writeJSONFile(st.cfg.swapJournalPath(), &j, 0o600); err != nil {
-		return nil, coded(proto.CodeIO, "write swap journal: %v", err)
+		return nil, proto.Errorf(proto.CodeIO, "write swap journal: %v", err)
 	}
 	states := make([]swapState, len(st.roots))
 	for i, e := range j.Entries {
@@ -71,7 +71,7 @@ func (st *stage) swap(stamp string) ([]string, error) {
 				}
 			}
 			_ = os.Remove(st.cfg.swapJournalPath())
-			return nil, coded(proto.CodeIO, "swap %s: %v", e.Live, err)
+			return nil, proto.Errorf(proto.CodeIO, "swap %s: %v", e.Live, err)
 		}
 		states[i] = s
 	}
@@ -154,7 +154,7 @@ func finishSwap(cfg *Config, logf func(string, ...any)) error {
 		return nil
 	}
 	if err != nil {
-		return coded(proto.CodeIO, "read swap journal: %v", err)
+		return proto.Errorf(proto.CodeIO, "read swap journal: %v", err)
 	}
 	var j swapJournal
 	if err := json.Unmarshal(b, &j); err != nil {
@@ -169,7 +169,7 @@ func finishSwap(cfg *Config, logf func(string, ...any)) error {
 			// name, the verified restored tree still under staging.
 			if _, perr := os.Lstat(e.Prev); perr == nil {
 				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
-					return coded(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Live, err)
+					return proto.Errorf(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Live, err)
 				}
 				logf("finished an interrupted swap of %s (previous data kept as %s)", e.Live, e.Prev)
 			}
@@ -182,7 +182,7 @@ func finishSwap(cfg *Config, logf func(string, ...any)) error {
 			continue
 		}
 		if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
-			return coded(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Prev, err)
+			return proto.Errorf(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Prev, err)
 		}
 		logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
 	}

@@ -111,10 +111,10 @@ func (s *Server) Serve(ctx context.Context, verb string) error {
 }
 
 func errorCode(err error) string {
-	var ce *codedError
+	var ce *proto.CodedError
 	switch {
 	case errors.As(err, &ce):
-		return ce.code
+		return ce.Code
 	case errors.Is(err, proto.ErrFrame):
 		return proto.CodeProtocol
 	case errors.Is(err, context.Canceled):
@@ -123,18 +123,6 @@ func errorCode(err error) string {
 		return proto.CodeNoSpace
 	}
 	return proto.CodeInternal
-}
-
-type codedError struct {
-	code string
-	err  error
-}
-
-func (e *codedError) Error() string { return e.err.Error() }
-func (e *codedError) Unwrap() error { return e.err }
-
-func coded(code string, format string, args ...any) error {
-	return &codedError{code: code, err: fmt.Errorf(format, args...)}
 }
 
 type session struct {
@@ -186,13 +174,13 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}
 	if version == 0 {
-		return coded(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
+		return proto.Errorf(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
 	}
 	s.version = version
 	if hello.ChunkerPolynomial != "" {
 		pol, err := strconv.ParseUint(hello.ChunkerPolynomial, 16, 64)
 		if err != nil || !chunker.Pol(pol).Irreducible() {
-			return coded(proto.CodeProtocol, "chunker polynomial %q is not an irreducible polynomial", hello.ChunkerPolynomial)
+			return proto.Errorf(proto.CodeProtocol, "chunker polynomial %q is not an irreducible polynomial", hello.ChunkerPolynomial)
 		}
 		s.pol = chunker.Pol(pol)
 	}
@@ -242,7 +230,7 @@ func (s *session) lock(ctx context.Context) (func(), error) {
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, coded(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, readPID(path), s.Config.LockTimeout.Or(10*time.Minute))
+			return nil, proto.Errorf(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, readPID(path), s.Config.LockTimeout.Or(10*time.Minute))
 		}
 		select {
 		case <-ctx.Done():

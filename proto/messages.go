@@ -233,6 +233,21 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message + " [" + e.Code + "]" }
 
+// CodedError is a failure on this side, with the code to report it to the
+// peer under (the Code of the TError sent for it).
+type CodedError struct {
+	Code string
+	Err  error
+}
+
+func (e *CodedError) Error() string { return e.Err.Error() }
+func (e *CodedError) Unwrap() error { return e.Err }
+
+// Errorf returns a CodedError with code and the formatted message.
+func Errorf(code, format string, args ...any) error {
+	return &CodedError{Code: code, Err: fmt.Errorf(format, args...)}
+}
+
 // RestoreBegin opens a restore (puller → agent). The snapshot's tree
 // follows as TNode/TDirEnd frames, rooted at "/" like a backup manifest,
 // closed by TManifestEnd.
