@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/agent/restore"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,6 +178,11 @@ func (c *Config) Keep() int {
 		return 2
 	}
 	return *c.KeepPrevious
+}
+
+// restoreHost is what package restore needs of the config.
+func (c *Config) restoreHost() restore.Host {
+	return restore.Host{DataPaths: c.DataPaths, SwapJournal: filepath.Join(c.StateDir, "restore-swap.json"), Keep: c.Keep()}
 }
 
 // lockPath is the state dir's session lock: a backup or restore session

@@ -13,16 +13,16 @@ import (
 
 	"github.com/haulproject/haul/agent/mirror"
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/agent/restore"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 )
 
 // restore serves a restore session (the restore key's verb): a snapshot
 // streamed into staging beside the live data and swapped in, or a bare
 // TMark. See "Restore session" in proto/PROTOCOL.md.
 func (s *session) restore(ctx context.Context) error {
-	if err := finishSwap(s.Config, s.logf); err != nil {
+	if err := restore.FinishSwap(s.Config.restoreHost(), s.logf); err != nil {
 		return err
 	}
 	t, p, err := s.next(ctx)
@@ -103,17 +103,17 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	phase := func(name string, t time.Time) {
 		res.Phases = append(res.Phases, proto.Phase{Name: name, MS: ms(time.Since(t))})
 	}
-	st := newStage(s.Config)
-	if err := st.checkPaths(); err != nil {
+	st := restore.NewStage(s.Config.restoreHost())
+	if err := st.CheckPaths(); err != nil {
 		return err
 	}
 	swapped := false
 	defer func() {
 		if swapped {
-			st.closeAll()
+			st.CloseAll()
 			return
 		}
-		if err := st.remove(); err != nil {
+		if err := st.Remove(); err != nil {
 			s.logf("warning: %v", err)
 		}
 	}()
@@ -126,7 +126,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	phase("tree", t)
 
 	t = time.Now()
-	if err := s.sendWants(st.wanted); err != nil {
+	if err := s.sendWants(st.Wanted()); err != nil {
 		return err
 	}
 	if err := s.receiveChunks(ctx, st, res); err != nil {
@@ -135,33 +135,33 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	phase("transfer", t)
 
 	t = time.Now()
-	if err := st.syncfs(); err != nil {
+	if err := st.Sync(); err != nil {
 		return err
 	}
 	phase("sync", t)
 	t = time.Now()
-	if err := st.verify(ctx); err != nil {
+	if err := st.Verify(ctx); err != nil {
 		return err
 	}
 	phase("verify", t)
 	t = time.Now()
-	if err := st.applyMetadata(); err != nil {
+	if err := st.ApplyMetadata(); err != nil {
 		return err
 	}
-	if err := st.syncfs(); err != nil {
+	if err := st.Sync(); err != nil {
 		return err
 	}
 	phase("metadata", t)
-	res.Files, res.Dirs, res.Bytes = st.files, st.dirs, st.bytes
+	res.Files, res.Dirs, res.Bytes = st.Counts()
 
 	if b.DryRun {
 		// Removed before answering, so the staging copy is gone when the
 		// puller reports the dry run done.
-		if err := st.remove(); err != nil {
+		if err := st.Remove(); err != nil {
 			return proto.Errorf(proto.CodeIO, "dry run: %v", err)
 		}
-		res.Warnings = st.warnings
-		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), st.files, units.Bytes(st.bytes))
+		res.Warnings = st.Warnings()
+		s.logf("dry run: snapshot %s staged and verified (%d files, %s); staging removed, nothing swapped", short(b.Snapshot), res.Files, units.Bytes(res.Bytes))
 		return s.conn.Send(proto.TRestoreResult, res)
 	}
 
@@ -170,14 +170,13 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		return proto.Errorf(proto.CodeFreeze, "%v", err)
 	}
 	if !ready {
-		q = &freshHostQuiescer{Quiescer: q, warn: st.warn}
+		q = &freshHostQuiescer{Quiescer: q, warn: st.Warn}
 	}
-	stamp := time.Now().UTC().Format(prevTimeFormat)
 	res.SwapStarted = time.Now()
 	var kept []string
 	_, phases, window, err := Freeze(ctx, q, s.Config, func(context.Context) (mirror.Stats, error) {
 		var serr error
-		kept, serr = st.swap(stamp)
+		kept, serr = st.Swap(res.SwapStarted)
 		swapped = serr == nil
 		return mirror.Stats{}, serr
 	})
@@ -196,10 +195,10 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	// From here the restored data is live: report every later failure
 	// as such, never as "nothing changed".
 	t = time.Now()
-	pruned, perr := prunePrevious(s.Config)
+	pruned, perr := restore.PrunePrevious(s.Config.restoreHost())
 	res.Pruned = pruned
 	if perr != nil {
-		st.warn("pruning previous copies: %v", perr)
+		st.Warn("pruning previous copies: %v", perr)
 	}
 	if !b.NoMarker {
 		marker, merr := WriteReadyMarker(s.Config, ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time})
@@ -212,13 +211,13 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if err != nil {
 		return fmt.Errorf("snapshot %s is swapped in (previous data kept as %s), but: %w", short(b.Snapshot), strings.Join(kept, ", "), err)
 	}
-	res.Warnings = st.warnings
-	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), st.files, units.Bytes(st.bytes), res.FreezeMS)
+	res.Warnings = st.Warnings()
+	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), res.Files, units.Bytes(res.Bytes), res.FreezeMS)
 	return s.conn.Send(proto.TRestoreResult, res)
 }
 
 // receiveTree builds the staging tree from the TNode/TDirEnd stream.
-func (s *session) receiveTree(ctx context.Context, st *stage) error {
+func (s *session) receiveTree(ctx context.Context, st *restore.Stage) error {
 	for {
 		t, p, err := s.next(ctx)
 		if err != nil {
@@ -230,11 +229,11 @@ func (s *session) receiveTree(ctx context.Context, st *stage) error {
 			if err := proto.Decode(t, p, &n); err != nil {
 				return err
 			}
-			if err := st.add(&n); err != nil {
+			if err := st.Add(&n); err != nil {
 				return err
 			}
 		case proto.TDirEnd:
-			if err := st.leave(); err != nil {
+			if err := st.Leave(); err != nil {
 				return err
 			}
 		case proto.TManifestEnd:
@@ -242,7 +241,7 @@ func (s *session) receiveTree(ctx context.Context, st *stage) error {
 			if err := proto.Decode(t, p, &end); err != nil {
 				return err
 			}
-			return st.finish(&end)
+			return st.Finish(&end)
 		case proto.TError:
 			var e proto.Error
 			_ = proto.Decode(t, p, &e)
@@ -272,13 +271,13 @@ func (s *session) sendWants(ids []proto.ID) error {
 // chunkJob is one received chunk and where it goes.
 type chunkJob struct {
 	c    proto.Chunk
-	locs []chunkLoc
+	locs []restore.ChunkLoc
 }
 
 // receiveChunks takes chunks until TRestoreCommit. Only chunks that were
 // asked for and not yet received are accepted; workers verify each one's
 // SHA-256 before writing it at every place that uses it.
-func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.RestoreResult) error {
+func (s *session) receiveChunks(ctx context.Context, st *restore.Stage, res *proto.RestoreResult) error {
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	jobs := make(chan chunkJob, workers)
 	var wg sync.WaitGroup
@@ -316,7 +315,7 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 					continue
 				}
 				for _, l := range j.locs {
-					if err := st.writeChunk(l, plain); err != nil {
+					if err := st.WriteChunk(l, plain); err != nil {
 						fail(err)
 						break
 					}
@@ -346,11 +345,10 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 			if err != nil {
 				return errors.Join(err, finish())
 			}
-			locs, ok := st.need[c.ID]
+			locs, ok := st.Take(c.ID)
 			if !ok {
 				return errors.Join(proto.Errorf(proto.CodeProtocol, "puller sent chunk %s, which was not asked for or was sent twice", c.ID.Short()), finish())
 			}
-			delete(st.need, c.ID)
 			res.ChunksGot++
 			res.ChunkBytes += int64(c.Length)
 			select {
@@ -365,8 +363,8 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 			if err := finish(); err != nil {
 				return err
 			}
-			if len(st.need) > 0 {
-				return proto.Errorf(proto.CodeProtocol, "commit with %d of %d chunks missing", len(st.need), len(st.wanted))
+			if n := st.Missing(); n > 0 {
+				return proto.Errorf(proto.CodeProtocol, "commit with %d of %d chunks missing", n, len(st.Wanted()))
 			}
 			return nil
 		case proto.TError:
@@ -377,28 +375,6 @@ func (s *session) receiveChunks(ctx context.Context, st *stage, res *proto.Resto
 			return errors.Join(proto.Errorf(proto.CodeProtocol, "unexpected %s while receiving chunks", t), finish())
 		}
 	}
-}
-
-// writeChunk writes a verified chunk at one of its places.
-func (st *stage) writeChunk(l chunkLoc, plain []byte) error {
-	sn := st.nodes[l.node]
-	fd, err := st.openNode(l.node, unix.O_WRONLY)
-	if err != nil {
-		return st.ioErr(sn.root, "open "+st.hostPath(l.node), err)
-	}
-	defer unix.Close(fd)
-	for off, p := l.off, plain; len(p) > 0; {
-		n, err := unix.Pwrite(fd, p, off)
-		if err != nil {
-			return st.ioErr(sn.root, "write "+st.hostPath(l.node), err)
-		}
-		p, off = p[n:], off+int64(n)
-	}
-	// Start writing it to disk now, while more chunks arrive, so the sync
-	// before the swap has little left to wait for. Only a hint: errors
-	// surface at that sync.
-	_ = unix.SyncFileRange(fd, l.off, int64(len(plain)), unix.SYNC_FILE_RANGE_WRITE)
-	return nil
 }
 
 // freshHostQuiescer quiesces on a host that is not ready yet. There the

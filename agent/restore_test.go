@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/agent/restore"
 	"github.com/haulproject/haul/proto"
 	"golang.org/x/sys/unix"
 )
@@ -443,7 +444,7 @@ func TestRestoreOntoFreshHost(t *testing.T) {
 	if b, err := os.ReadFile(h.cfg.ReadyMarker); err != nil || json.Unmarshal(b, &m) != nil || m.By != "restore" || m.Snapshot != "0123456789abcdef" {
 		t.Errorf("ready marker: %s, %v", b, err)
 	}
-	if _, err := os.Lstat(h.data + stagingSuffix); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(h.data + restore.StagingSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("staging left behind: %v", err)
 	}
 }
@@ -486,7 +487,7 @@ func TestRestoreRefusesReadyHostUnlessAllowed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("in-place restore %d: %v", i, err)
 		}
-		if len(res.Kept) != 1 || !strings.HasPrefix(res.Kept[0], h.data+prevInfix) {
+		if len(res.Kept) != 1 || !strings.HasPrefix(res.Kept[0], h.data+restore.PrevInfix) {
 			t.Errorf("restore %d kept %v", i, res.Kept)
 		}
 		if i == 1 && len(res.Pruned) != 1 {
@@ -495,7 +496,7 @@ func TestRestoreRefusesReadyHostUnlessAllowed(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // distinct *.prev-<ms> names
 	}
 	checkTree(t, h.data, s)
-	prevs, _ := filepath.Glob(h.data + prevInfix + "*")
+	prevs, _ := filepath.Glob(h.data + restore.PrevInfix + "*")
 	if len(prevs) != 1 {
 		t.Fatalf("prev copies %v, want 1 (keep_previous 1)", prevs)
 	}
@@ -751,7 +752,7 @@ func TestRestoreQuiescesOnlyForTheSwap(t *testing.T) {
 	if after := listing(t, h.data); after != before {
 		t.Errorf("failed restore changed the data")
 	}
-	if _, err := os.Lstat(h.data + stagingSuffix); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(h.data + restore.StagingSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("staging left behind: %v", err)
 	}
 }
@@ -795,7 +796,7 @@ func TestRestoreDiskFull(t *testing.T) {
 		if after := listing(t, h.data); after != before {
 			t.Errorf("live data changed")
 		}
-		if _, err := os.Lstat(h.data + stagingSuffix); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(h.data + restore.StagingSuffix); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("staging left behind: %v", err)
 		}
 	})
@@ -827,74 +828,10 @@ func TestRestoreDiskFull(t *testing.T) {
 		if after := listing(t, h.data); after != before {
 			t.Errorf("live data changed")
 		}
-		if _, err := os.Lstat(h.data + stagingSuffix); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(h.data + restore.StagingSuffix); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("staging left behind: %v", err)
 		}
 	})
-}
-
-func TestFinishInterruptedSwap(t *testing.T) {
-	h := newRestoreHost(t, "")
-	os.MkdirAll(h.data, 0o755)
-	os.WriteFile(filepath.Join(h.data, "old"), nil, 0o644)
-	staging := h.data + stagingSuffix
-	os.MkdirAll(staging, 0o700)
-	os.WriteFile(filepath.Join(staging, "new"), nil, 0o644)
-	os.MkdirAll(h.state, 0o700)
-	var st unix.Stat_t
-	unix.Lstat(staging, &st)
-	prev := h.data + prevInfix + "20240101T000000.000Z"
-	writeJSONFile(h.cfg.swapJournalPath(), &swapJournal{Entries: []swapEntry{{Live: h.data, Staging: staging, Prev: prev, StagingIno: st.Ino}}}, 0o600)
-	// The agent died right after exchanging.
-	if err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, h.data, unix.RENAME_EXCHANGE); err != nil {
-		t.Skipf("no RENAME_EXCHANGE here: %v", err)
-	}
-	if err := finishSwap(h.cfg, t.Logf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(h.data, "new")); err != nil {
-		t.Errorf("restored tree not live: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(prev, "old")); err != nil {
-		t.Errorf("old data not kept at %s: %v", prev, err)
-	}
-	if _, err := os.Stat(h.cfg.swapJournalPath()); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("journal left: %v", err)
-	}
-}
-
-// TestOpenBeneathRefusesSymlinks checks the second line of defence under
-// the stream's order check: even with a symlink planted in staging, nothing
-// is opened or created through it.
-func TestOpenBeneathRefusesSymlinks(t *testing.T) {
-	dir := t.TempDir()
-	outside := t.TempDir()
-	if err := os.Symlink(outside, filepath.Join(dir, "evil")); err != nil {
-		t.Fatal(err)
-	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	for _, rel := range []string{"evil/x", "evil", "../" + filepath.Base(outside), "/etc/passwd"} {
-		if f, err := openBeneath(fd, rel, unix.O_RDONLY); err == nil {
-			unix.Close(f)
-			t.Errorf("openBeneath(%q) succeeded", rel)
-		}
-	}
-	// Creating a file where the symlink is fails instead of writing
-	// through it.
-	if f, err := unix.Openat(fd, "evil", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o600); err == nil {
-		unix.Close(f)
-		t.Error("O_EXCL|O_NOFOLLOW create over a symlink succeeded")
-	}
-	if err := unix.Mkdirat(fd, "evil", 0o700); !errors.Is(err, unix.EEXIST) {
-		t.Errorf("mkdirat over a symlink: %v, want EEXIST", err)
-	}
-	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
-		t.Errorf("something was created outside: %v", ents)
-	}
 }
 
 // TestRestoreFreshHostWithoutTargets: on a host that is not ready, the

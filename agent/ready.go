@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/haulproject/haul/internal/atomicfile"
 	"github.com/haulproject/haul/proto"
 )
 
@@ -52,7 +53,7 @@ func WriteReadyMarker(cfg *Config, m ReadyMarker) (string, error) {
 			return "", proto.Errorf(proto.CodeIO, "create the ready marker's directory: %v", err)
 		}
 	}
-	if err := writeJSONFile(cfg.ReadyMarker, &m, 0o644); err != nil {
+	if err := atomicfile.WriteJSON(cfg.ReadyMarker, &m, 0o644); err != nil {
 		return "", proto.Errorf(proto.CodeIO, "write ready marker %s: %v", cfg.ReadyMarker, err)
 	}
 	return cfg.ReadyMarker, nil

@@ -1,4 +1,4 @@
-package agent
+package restore
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncfs makes everything staged so far durable, once per file system.
-func (st *stage) syncfs() error {
+// Sync makes everything staged so far durable, once per file system.
+func (st *Stage) Sync() error {
 	done := map[uint64]bool{}
 	for i, r := range st.roots {
 		if done[r.dev] || r.fd < 0 {
@@ -33,10 +33,10 @@ type verifyJob struct {
 	ref  proto.ChunkRef
 }
 
-// verify reads every staged file back after the sync: its size must be the
+// Verify reads every staged file back after the sync: its size must be the
 // snapshot's, and each chunk must hash to its ID. A chunk is verified when
 // it arrives; this catches what went wrong between memory and disk.
-func (st *stage) verify(ctx context.Context) error {
+func (st *Stage) Verify(ctx context.Context) error {
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	jobs := make(chan verifyJob, workers*2)
 	var (
@@ -103,7 +103,7 @@ feed:
 	return ctx.Err()
 }
 
-func (st *stage) checkSize(idx int) error {
+func (st *Stage) checkSize(idx int) error {
 	sn := st.nodes[idx]
 	fd, err := st.openNode(idx, unix.O_RDONLY)
 	if err != nil {
@@ -120,7 +120,7 @@ func (st *stage) checkSize(idx int) error {
 	return nil
 }
 
-func (st *stage) verifyChunk(j verifyJob, buf []byte) error {
+func (st *Stage) verifyChunk(j verifyJob, buf []byte) error {
 	sn := st.nodes[j.node]
 	fd, err := st.openNode(j.node, unix.O_RDONLY)
 	if err != nil {
@@ -143,12 +143,12 @@ func (st *stage) verifyChunk(j verifyJob, buf []byte) error {
 	return nil
 }
 
-// applyMetadata gives every staged entry the snapshot's owner, mode and
+// ApplyMetadata gives every staged entry the snapshot's owner, mode and
 // times. It walks the nodes in reverse stream order, so each directory is
 // done after everything in it (whose creation changed its mtime). chown
 // comes before chmod, which would otherwise lose setuid and setgid bits.
 // Owners are restored only when the agent runs as root.
-func (st *stage) applyMetadata() error {
+func (st *Stage) ApplyMetadata() error {
 	cacheKey, cacheFd := "", -1
 	defer func() {
 		if cacheFd >= 0 {
@@ -191,7 +191,7 @@ func (st *stage) applyMetadata() error {
 // setMeta applies n's metadata to the entry name in directory pfd. The
 // entry was created by this restore with n's type, so only a symlink can be
 // a symlink: chmod is never applied to one (it would follow it).
-func (st *stage) setMeta(pfd int, name string, n *proto.Node) error {
+func (st *Stage) setMeta(pfd int, name string, n *proto.Node) error {
 	if st.root {
 		if err := unix.Fchownat(pfd, name, int(n.UID), int(n.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err

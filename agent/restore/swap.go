@@ -1,9 +1,12 @@
-package agent
+package restore
 
 import (
+	"time"
+
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,10 +16,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// prevInfix and prevTimeFormat name the copies of the data a restore
+// PrevInfix and prevTimeFormat name the copies of the data a restore
 // replaced: <data path>.prev-<UTC time>, which sort by time.
 const (
-	prevInfix      = ".prev-"
+	PrevInfix      = ".prev-"
 	prevTimeFormat = "20060102T150405.000Z"
 )
 
@@ -35,30 +38,29 @@ type swapEntry struct {
 	StagingIno uint64 `json:"staging_ino"` // the restored tree's directory
 }
 
-func (c *Config) swapJournalPath() string { return filepath.Join(c.StateDir, "restore-swap.json") }
-
 // swapState is what the swap did to one data path, for rolling it back.
 type swapState struct {
 	existed   bool // there was live data
 	exchanged bool // RENAME_EXCHANGE: the staging name now holds the old data
 }
 
-// swap puts every staging directory in place of its data path. Where the
+// Swap puts every staging directory in place of its data path. Where the
 // file system supports it, staging and live are exchanged in one atomic
 // rename (the data path is never missing), then the old data is renamed to
 // *.prev-<stamp>. If any data path fails, those already swapped are put
 // back. It returns the previous copies kept.
-func (st *stage) swap(stamp string) ([]string, error) {
-	st.closeAll()
+func (st *Stage) Swap(now time.Time) ([]string, error) {
+	stamp := now.UTC().Format(prevTimeFormat)
+	st.CloseAll()
 	var j swapJournal
 	for _, r := range st.roots {
 		var s unix.Stat_t
 		if err := unix.Lstat(r.staging, &s); err != nil {
 			return nil, proto.Errorf(proto.CodeIO, "stat %s before the swap: %v", r.staging, err)
 		}
-		j.Entries = append(j.Entries, swapEntry{Live: r.dataPath, Staging: r.staging, Prev: r.dataPath + prevInfix + stamp, StagingIno: s.Ino})
+		j.Entries = append(j.Entries, swapEntry{Live: r.dataPath, Staging: r.staging, Prev: r.dataPath + PrevInfix + stamp, StagingIno: s.Ino})
 	}
-	if err := writeJSONFile(st.cfg.swapJournalPath(), &j, 0o600); err != nil {
+	if err := atomicfile.WriteJSON(st.host.SwapJournal, &j, 0o600); err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "write swap journal: %v", err)
 	}
 	states := make([]swapState, len(st.roots))
@@ -70,7 +72,7 @@ func (st *stage) swap(stamp string) ([]string, error) {
 					err = errors.Join(err, fmt.Errorf("and putting %s back failed: %w (its old data is at %s or %s)", j.Entries[k].Live, rerr, j.Entries[k].Staging, j.Entries[k].Prev))
 				}
 			}
-			_ = os.Remove(st.cfg.swapJournalPath())
+			_ = os.Remove(st.host.SwapJournal)
 			return nil, proto.Errorf(proto.CodeIO, "swap %s: %v", e.Live, err)
 		}
 		states[i] = s
@@ -91,15 +93,15 @@ func (st *stage) swap(stamp string) ([]string, error) {
 		kept = append(kept, e.Prev)
 	}
 	for _, e := range j.Entries {
-		syncDir(filepath.Dir(e.Live))
+		_ = atomicfile.SyncDir(filepath.Dir(e.Live))
 	}
 	if len(errs) == 0 {
-		_ = os.Remove(st.cfg.swapJournalPath())
+		_ = os.Remove(st.host.SwapJournal)
 	}
 	// The swap itself succeeded: a failure to label the old data is
 	// reported, not rolled back.
 	if len(errs) > 0 {
-		st.warn("%v", errors.Join(errs...))
+		st.Warn("%v", errors.Join(errs...))
 	}
 	return kept, nil
 }
@@ -143,13 +145,13 @@ func unswapOne(e swapEntry, s swapState) error {
 	}
 }
 
-// finishSwap completes a swap an earlier agent was killed in: where the
+// FinishSwap completes a swap an earlier agent was killed in: where the
 // restored tree is live, the old data still under the staging name is
 // renamed to its *.prev-* name; where the data path is missing, the
 // restored tree is moved in; where nothing was swapped, the journal is
 // dropped and the staging copy is left for the next restore to remove.
-func finishSwap(cfg *Config, logf func(string, ...any)) error {
-	b, err := os.ReadFile(cfg.swapJournalPath())
+func FinishSwap(h Host, logf func(string, ...any)) error {
+	b, err := os.ReadFile(h.SwapJournal)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -158,8 +160,8 @@ func finishSwap(cfg *Config, logf func(string, ...any)) error {
 	}
 	var j swapJournal
 	if err := json.Unmarshal(b, &j); err != nil {
-		logf("warning: dropping unreadable swap journal %s: %v", cfg.swapJournalPath(), err)
-		return os.Remove(cfg.swapJournalPath())
+		logf("warning: dropping unreadable swap journal %s: %v", h.SwapJournal, err)
+		return os.Remove(h.SwapJournal)
 	}
 	for _, e := range j.Entries {
 		var live unix.Stat_t
@@ -186,16 +188,16 @@ func finishSwap(cfg *Config, logf func(string, ...any)) error {
 		}
 		logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
 	}
-	return os.Remove(cfg.swapJournalPath())
+	return os.Remove(h.SwapJournal)
 }
 
-// prunePrevious removes the oldest *.prev-* copies of each data path beyond
+// PrunePrevious removes the oldest *.prev-* copies of each data path beyond
 // keep_previous.
-func prunePrevious(cfg *Config) ([]string, error) {
-	keep := cfg.Keep()
+func PrunePrevious(h Host) ([]string, error) {
+	keep := h.Keep
 	var pruned []string
 	var errs []error
-	for _, p := range cfg.DataPaths {
+	for _, p := range h.DataPaths {
 		dir, base := filepath.Split(p)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -204,7 +206,7 @@ func prunePrevious(cfg *Config) ([]string, error) {
 		}
 		var prevs []string
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), base+prevInfix) {
+			if strings.HasPrefix(e.Name(), base+PrevInfix) {
 				prevs = append(prevs, e.Name())
 			}
 		}
@@ -219,44 +221,4 @@ func prunePrevious(cfg *Config) ([]string, error) {
 		}
 	}
 	return pruned, errors.Join(errs...)
-}
-
-// syncDir makes renames in dir durable.
-func syncDir(dir string) {
-	if fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-		_ = unix.Fsync(fd)
-		unix.Close(fd)
-	}
-}
-
-// writeJSONFile writes v to path atomically and durably.
-func writeJSONFile(path string, v any, mode os.FileMode) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
 }

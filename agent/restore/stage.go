@@ -1,4 +1,8 @@
-package agent
+// Package restore is the agent's side of a restore below the session: the
+// snapshot's tree staged beside the live data, its chunks written and
+// verified, its metadata applied, and the swap that puts it in place.
+// The restore verb in package agent drives it from the session's frames.
+package restore
 
 import (
 	"bytes"
@@ -14,24 +18,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stagingSuffix names the directory a restore builds beside each data
+// StagingSuffix names the directory a restore builds beside each data
 // path. It is on the same file system as the data path, so the swap is a
 // rename.
-const stagingSuffix = ".haul-staging"
+const StagingSuffix = ".haul-staging"
 
 // maxRestoreDepth bounds directory nesting in a restore stream: every open
 // directory holds a file descriptor.
 const maxRestoreDepth = 256
 
-// stage is the snapshot's tree being built beside the live data, one
+// Host is what a restore needs of the agent's config.
+type Host struct {
+	DataPaths   []string // absolute; each is staged and swapped
+	SwapJournal string   // the state dir's record of a swap in progress
+	Keep        int      // previous copies kept per data path
+}
+
+// Stage is the snapshot's tree being built beside the live data, one
 // staging directory per data path. Everything beneath a staging directory
 // is created relative to an open directory descriptor with O_NOFOLLOW and
 // O_EXCL (or mkdirat/symlinkat/mknodat, which never follow the last
 // component), and every name is a single validated component, so no entry
 // of the stream can land outside the staging directory and no symlink from
 // the stream is ever followed.
-type stage struct {
-	cfg   *Config
+type Stage struct {
+	host  Host
 	root  bool // running as root: restore owners and device nodes
 	roots []*stagingRoot
 	nodes []stagedNode // in stream order: parents before children
@@ -41,7 +52,7 @@ type stage struct {
 	ancestors map[string]*proto.Node
 	created   []string // ancestor directories this restore created
 
-	need   map[proto.ID][]chunkLoc // chunks still to receive
+	need   map[proto.ID][]ChunkLoc // chunks still to receive
 	wanted []proto.ID              // need's keys, in first-use order
 	links  map[inodeKey]int        // first node of each hard-linked inode
 
@@ -69,8 +80,8 @@ type stagedNode struct {
 	linkOf int // ≥ 0: created as a hard link to nodes[linkOf]
 }
 
-// chunkLoc is where a chunk's bytes go: a file node and an offset.
-type chunkLoc struct {
+// ChunkLoc is where a chunk's bytes go: a file node and an offset.
+type ChunkLoc struct {
 	node int
 	off  int64
 }
@@ -98,24 +109,26 @@ type openDir struct {
 	last []byte
 }
 
-func newStage(cfg *Config) *stage {
-	s := &stage{
-		cfg:       cfg,
+// NewStage starts a staging tree for h's data paths; nothing is created
+// before the first Add.
+func NewStage(h Host) *Stage {
+	s := &Stage{
+		host:      h,
 		root:      os.Geteuid() == 0,
 		ancestors: map[string]*proto.Node{},
-		need:      map[proto.ID][]chunkLoc{},
+		need:      map[proto.ID][]ChunkLoc{},
 		links:     map[inodeKey]int{},
 		stack:     []openDir{{kind: dirTop, fd: -1}},
 	}
-	for _, p := range cfg.DataPaths {
-		s.roots = append(s.roots, &stagingRoot{dataPath: p, staging: p + stagingSuffix, fd: -1, node: -1})
+	for _, p := range h.DataPaths {
+		s.roots = append(s.roots, &stagingRoot{dataPath: p, staging: p + StagingSuffix, fd: -1, node: -1})
 	}
 	return s
 }
 
-// checkPaths refuses data paths the swap could not handle, before anything
+// CheckPaths refuses data paths the swap could not handle, before anything
 // is written.
-func (s *stage) checkPaths() error {
+func (s *Stage) CheckPaths() error {
 	for _, r := range s.roots {
 		fi, err := os.Lstat(r.dataPath)
 		switch {
@@ -151,8 +164,8 @@ func typeName(m os.FileMode) string {
 	return m.Type().String()
 }
 
-// add takes one node of the stream.
-func (s *stage) add(n *proto.Node) error {
+// Add takes one node of the stream.
+func (s *Stage) Add(n *proto.Node) error {
 	if err := n.Validate(); err != nil {
 		return proto.Errorf(proto.CodeRefused, "snapshot refused: %v (below %s)", err, s.where())
 	}
@@ -186,7 +199,7 @@ func (s *stage) add(n *proto.Node) error {
 }
 
 // where names the directory the stream is in, for errors.
-func (s *stage) where() string {
+func (s *Stage) where() string {
 	p := s.stack[len(s.stack)-1].path
 	if p == "" {
 		return "/"
@@ -197,7 +210,7 @@ func (s *stage) where() string {
 // addAbove handles a node at or above the data paths: the directories
 // leading to a data path, or a data path itself. Anything else is outside
 // the data root and refused.
-func (s *stage) addAbove(n *proto.Node, path string) error {
+func (s *Stage) addAbove(n *proto.Node, path string) error {
 	for i, r := range s.roots {
 		if path != r.dataPath {
 			continue
@@ -227,11 +240,11 @@ func (s *stage) addAbove(n *proto.Node, path string) error {
 			return nil
 		}
 	}
-	return proto.Errorf(proto.CodeRefused, "snapshot refused: it holds %s, which is outside this agent's data paths (%s)", path, strings.Join(s.cfg.DataPaths, ", "))
+	return proto.Errorf(proto.CodeRefused, "snapshot refused: it holds %s, which is outside this agent's data paths (%s)", path, strings.Join(s.host.DataPaths, ", "))
 }
 
-// leave closes the directory opened last.
-func (s *stage) leave() error {
+// Leave closes the directory opened last.
+func (s *Stage) Leave() error {
 	if len(s.stack) < 2 {
 		return proto.Errorf(proto.CodeProtocol, "dir-end without an open directory")
 	}
@@ -249,7 +262,7 @@ func (s *stage) leave() error {
 // of the data path (trusted: they come from the agent's config) are created
 // if missing, a staging directory left by an interrupted restore is
 // removed.
-func (s *stage) openStaging(i int, n *proto.Node) error {
+func (s *Stage) openStaging(i int, n *proto.Node) error {
 	r := s.roots[i]
 	if err := s.ensureParents(filepath.Dir(r.dataPath)); err != nil {
 		return err
@@ -278,7 +291,7 @@ func (s *stage) openStaging(i int, n *proto.Node) error {
 // ensureParents creates the missing directories of dir with the
 // snapshot's modes and owners, remembering them so a failed or dry run
 // removes them again.
-func (s *stage) ensureParents(dir string) error {
+func (s *Stage) ensureParents(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
@@ -305,7 +318,7 @@ func (s *stage) ensureParents(dir string) error {
 
 // create makes node idx in its parent directory pfd. Regular files are
 // created empty; their chunks are written as they arrive.
-func (s *stage) create(pfd, idx int) error {
+func (s *Stage) create(pfd, idx int) error {
 	sn := &s.nodes[idx]
 	n := sn.n
 	name := string(n.Name)
@@ -348,7 +361,7 @@ func (s *stage) create(pfd, idx int) error {
 			if !ok {
 				s.wanted = append(s.wanted, c.ID)
 			}
-			s.need[c.ID] = append(locs, chunkLoc{node: idx, off: off})
+			s.need[c.ID] = append(locs, ChunkLoc{node: idx, off: off})
 			off += int64(c.Length)
 			s.chunks++
 		}
@@ -365,13 +378,13 @@ func (s *stage) create(pfd, idx int) error {
 		}
 		err = unix.Mknodat(pfd, name, typ|0o600, int(n.Device))
 		if errors.Is(err, unix.EPERM) {
-			s.warn("device node %s skipped: creating it needs root", s.hostPath(idx))
+			s.Warn("device node %s skipped: creating it needs root", s.hostPath(idx))
 			s.drop(idx)
 			return nil
 		}
 	case proto.NodeSocket:
 		// A socket is recreated by the program that listens on it.
-		s.warn("socket %s skipped, as restic skips it", s.hostPath(idx))
+		s.Warn("socket %s skipped, as restic skips it", s.hostPath(idx))
 		s.drop(idx)
 		return nil
 	}
@@ -385,14 +398,14 @@ func (s *stage) create(pfd, idx int) error {
 }
 
 // drop forgets node idx, the last one added, which was not created.
-func (s *stage) drop(idx int) {
+func (s *Stage) drop(idx int) {
 	s.roots[s.nodes[idx].root].entries--
 	s.nodes = s.nodes[:idx]
 }
 
 // hardLink reports the first node of the inode idx shares, if it is a hard
 // link to a file already staged with the same content.
-func (s *stage) hardLink(idx int) (int, bool) {
+func (s *Stage) hardLink(idx int) (int, bool) {
 	sn := s.nodes[idx]
 	n := sn.n
 	if n.Links < 2 || n.Inode == 0 {
@@ -417,12 +430,12 @@ func (s *stage) hardLink(idx int) (int, bool) {
 	return first, true
 }
 
-func (s *stage) warn(format string, args ...any) {
+func (s *Stage) Warn(format string, args ...any) {
 	s.warnings = append(s.warnings, fmt.Sprintf(format, args...))
 }
 
 // hostPath is where node idx will be once swapped in.
-func (s *stage) hostPath(idx int) string {
+func (s *Stage) hostPath(idx int) string {
 	sn := s.nodes[idx]
 	if sn.rel == "" {
 		return s.roots[sn.root].dataPath
@@ -432,7 +445,7 @@ func (s *stage) hostPath(idx int) string {
 
 // ioErr wraps a write failure; a full disk gets its own code and says how
 // much room the restore needs.
-func (s *stage) ioErr(root int, what string, err error) error {
+func (s *Stage) ioErr(root int, what string, err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 		r := s.roots[root]
 		return proto.Errorf(proto.CodeNoSpace, "disk full on %s while staging the restore (%s): the snapshot needs %s there and %s is free now; "+
@@ -442,8 +455,8 @@ func (s *stage) ioErr(root int, what string, err error) error {
 	return proto.Errorf(proto.CodeIO, "%s: %v", what, err)
 }
 
-// finish checks the stream was complete and there is room for it.
-func (s *stage) finish(end *proto.ManifestEnd) error {
+// Finish checks the stream was complete and there is room for it.
+func (s *Stage) Finish(end *proto.ManifestEnd) error {
 	if len(s.stack) != 1 {
 		return proto.Errorf(proto.CodeProtocol, "tree ended with %d directories open", len(s.stack)-1)
 	}
@@ -461,7 +474,7 @@ func (s *stage) finish(end *proto.ManifestEnd) error {
 
 // checkSpace compares what each file system must take with what it has
 // free, so a restore that cannot fit fails before any chunk moves.
-func (s *stage) checkSpace() error {
+func (s *Stage) checkSpace() error {
 	type fsNeed struct {
 		need  int64
 		paths []string
@@ -509,7 +522,7 @@ func freeBytes(dir string) int64 {
 
 // openParent opens the directory holding rel below root's staging
 // directory, without following any symlink on the way.
-func (s *stage) openParent(root int, rel string) (int, error) {
+func (s *Stage) openParent(root int, rel string) (int, error) {
 	dir := filepath.Dir(rel)
 	if dir == "." {
 		return unix.Dup(s.roots[root].fd)
@@ -518,7 +531,7 @@ func (s *stage) openParent(root int, rel string) (int, error) {
 }
 
 // openNode opens node idx's file below its staging directory.
-func (s *stage) openNode(idx int, flags int) (int, error) {
+func (s *Stage) openNode(idx int, flags int) (int, error) {
 	sn := s.nodes[idx]
 	if sn.rel == "" {
 		return unix.Dup(s.roots[sn.root].fd)
@@ -561,10 +574,10 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 	return cur, nil
 }
 
-// remove deletes every staging directory and the parents this restore
+// Remove deletes every staging directory and the parents this restore
 // created: the state after a failed or dry run is the state before it.
-func (s *stage) remove() error {
-	s.closeAll()
+func (s *Stage) Remove() error {
+	s.CloseAll()
 	var errs []error
 	for _, r := range s.roots {
 		if err := os.RemoveAll(r.staging); err != nil {
@@ -577,8 +590,8 @@ func (s *stage) remove() error {
 	return errors.Join(errs...)
 }
 
-// closeAll closes every descriptor the stage holds.
-func (s *stage) closeAll() {
+// CloseAll closes every descriptor the stage holds.
+func (s *Stage) CloseAll() {
 	for _, d := range s.stack {
 		if d.kind == dirData && d.rel != "" {
 			unix.Close(d.fd)
@@ -608,4 +621,46 @@ func permBits(m uint32) uint32 {
 		b |= unix.S_ISVTX
 	}
 	return b
+}
+
+// Wanted returns the chunks the staged tree needs, in first-use order.
+func (s *Stage) Wanted() []proto.ID { return s.wanted }
+
+// Take returns where chunk id goes and marks it received; ok is false for
+// a chunk not asked for or already received.
+func (s *Stage) Take(id proto.ID) (locs []ChunkLoc, ok bool) {
+	locs, ok = s.need[id]
+	delete(s.need, id)
+	return locs, ok
+}
+
+// Missing is the number of wanted chunks not received yet.
+func (s *Stage) Missing() int { return len(s.need) }
+
+// Counts returns the staged tree's files, directories and file bytes.
+func (s *Stage) Counts() (files, dirs, bytes int64) { return s.files, s.dirs, s.bytes }
+
+// Warnings returns what Warn recorded.
+func (s *Stage) Warnings() []string { return s.warnings }
+
+// WriteChunk writes a verified chunk at one of its places.
+func (s *Stage) WriteChunk(l ChunkLoc, plain []byte) error {
+	sn := s.nodes[l.node]
+	fd, err := s.openNode(l.node, unix.O_WRONLY)
+	if err != nil {
+		return s.ioErr(sn.root, "open "+s.hostPath(l.node), err)
+	}
+	defer unix.Close(fd)
+	for off, p := l.off, plain; len(p) > 0; {
+		n, err := unix.Pwrite(fd, p, off)
+		if err != nil {
+			return s.ioErr(sn.root, "write "+s.hostPath(l.node), err)
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	// Start writing it to disk now, while more chunks arrive, so the sync
+	// before the swap has little left to wait for. Only a hint: errors
+	// surface at that sync.
+	_ = unix.SyncFileRange(fd, l.off, int64(len(plain)), unix.SYNC_FILE_RANGE_WRITE)
+	return nil
 }
