@@ -327,6 +327,9 @@ func (c *Config) validate(base string) error {
 	return nil
 }
 
+// RepoLockWait is how long to wait for another process's repository lock.
+func (c *Config) RepoLockWait() time.Duration { return c.LockWait.Or(5 * time.Minute) }
+
 // Host returns the named host.
 func (c *Config) Host(name string) (*Host, error) {
 	for i := range c.Hosts {

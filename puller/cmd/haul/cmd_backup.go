@@ -1,22 +1,12 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
 	"io"
-	"strings"
-	"sync"
-	"time"
 
-	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/config"
-	"github.com/haulproject/haul/puller/notify"
-	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/runlog"
-	"github.com/haulproject/haul/puller/status"
-	"github.com/haulproject/haul/puller/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -34,22 +24,25 @@ run is kept for ` + "`haul status`" + `, and the Prometheus textfile is rewritte
 		jsonFlag,
 		cronQuietFlag,
 	},
-	Action: runBackup,
+	Action: func(c *cli.Context) error {
+		return runBackup(c, backupOptions{
+			Hosts: c.StringSlice("host"), Tags: c.StringSlice("tag"),
+			JSON: c.Bool("json"), Quiet: c.Bool("quiet"),
+		})
+	},
 }
 
-// hostResult is one host's outcome in `haul backup --json`.
-type hostResult struct {
-	*backup.Result
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
+type backupOptions struct {
+	Hosts, Tags []string
+	JSON, Quiet bool
 }
 
-func runBackup(c *cli.Context) error {
+func runBackup(c *cli.Context, opts backupOptions) error {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
-	hosts, err := selectHosts(cfg, c.StringSlice("host"))
+	hosts, err := selectHosts(cfg, opts.Hosts)
 	if err != nil {
 		return err
 	}
@@ -57,108 +50,27 @@ func runBackup(c *cli.Context) error {
 	defer cancel()
 	log := newRunLog(c)
 	defer log.Close()
-	// Fail early and clearly if the repository cannot be opened.
+	// Fail early and clearly if the repository cannot be opened; the
+	// first host reuses the handle.
 	r, err := openRepo(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	repoID := r.Config().ID
-	// The first host reuses this handle: opening derives the key (scrypt,
-	// about half a second), which a no-change run should pay only once.
-	spare <- r
-	defer func() {
-		select {
-		case r := <-spare:
-			r.Close()
-		default:
+	rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Repo: r})
+	if opts.JSON {
+		if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
+			return jerr
 		}
-	}()
-
-	runPing := newPinger(cfg, cfg.Notify.PingURL, cfg.Notify.PingURLFile, "[notify]", log.Errorf)
-	runPing.Start(ctx)
-
-	results := make([]hostResult, len(hosts))
-	sem := make(chan struct{}, cfg.Parallel)
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		hl := log.Host(h.Name)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer hl.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			ping := newPinger(cfg, h.Notify.PingURL, h.Notify.PingURLFile, "host "+h.Name, hl.Errorf)
-			ping.Start(ctx)
-			started := time.Now()
-			res, err := pullHost(ctx, cfg, h, c.StringSlice("tag"), hl.Logf, hl)
-			if res == nil {
-				res = &backup.Result{Host: h.Name}
-			}
-			results[i] = hostResult{Result: res, OK: err == nil}
-			run := status.Run{Started: started, Finished: time.Now(), OK: err == nil}
-			if err != nil {
-				results[i].Error = err.Error()
-				run.Error = err.Error()
-				hl.Errorf("%s: FAILED: %v", h.Name, err)
-			} else {
-				run.SnapshotID, run.Files, run.Bytes = res.SnapshotID, res.Files, res.Bytes
-				run.WireBytes, run.BytesAdded, run.FreezeMS = res.Wire.BytesIn+res.Wire.BytesOut, res.BytesAdded, res.FreezeMS
-			}
-			run.DurationMS = float64(run.Finished.Sub(started).Microseconds()) / 1000
-			if _, serr := status.RecordRun(cfg.CacheDir, repoID, h.Name, run); serr != nil {
-				hl.Errorf("%s: warning: could not record the run for `haul status`: %v", h.Name, serr)
-			}
-			if err != nil {
-				ping.Fail(ctx, fmt.Sprintf("haul backup of %s failed: %v\n\n--- log tail ---\n%s\n", h.Name, err, hl.Tail()))
-			} else {
-				ping.Success(ctx, backupLine(results[i])+"\n")
-			}
-		}()
-	}
-	wg.Wait()
-
-	if path := cfg.Notify.PrometheusTextfile; path != "" {
-		if err := writeTextfile(cfg, repoID, path); err != nil {
-			log.Errorf("warning: %v", err)
-		}
-	}
-
-	var failed []string
-	for _, r := range results {
-		if !r.OK {
-			failed = append(failed, r.Host)
-		}
-	}
-	log.Close()
-	var summary strings.Builder
-	printBackupSummary(&summary, results)
-	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"hosts": results, "ok": len(failed) == 0, "failed": failedList(failed)}); err != nil {
-			return err
-		}
-	} else if !c.Bool("quiet") {
-		io.WriteString(c.App.Writer, summary.String())
-	} else if len(failed) > 0 {
+	} else if !opts.Quiet {
+		io.WriteString(c.App.Writer, rep.Summary)
+	} else if len(rep.Failed) > 0 {
 		// Quiet: nothing on success, the whole summary with the failure.
-		io.WriteString(c.App.ErrWriter, summary.String())
+		io.WriteString(c.App.ErrWriter, rep.Summary)
 	}
-	if len(failed) > 0 {
-		err := fmt.Errorf("%d of %d hosts failed: %s", len(failed), len(results), strings.Join(failed, ", "))
-		runPing.Fail(ctx, fmt.Sprintf("haul backup: %v\n\n%s\n--- log tail ---\n%s\n", err, summary.String(), log.Tail()))
+	if err != nil {
 		return hostFailure(err)
 	}
-	runPing.Success(ctx, summary.String())
 	return nil
-}
-
-func failedList(f []string) []string {
-	if f == nil {
-		return []string{}
-	}
-	return f
 }
 
 func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {
@@ -183,147 +95,17 @@ func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {
 	return hosts, nil
 }
 
-// spare holds a repository handle opened before the hosts start; one host
-// takes it instead of opening its own.
-var spare = make(chan *repo.Repo, 1)
-
-// backupHost opens its own repository handle, so hosts pulled in parallel
-// each have their own blob uploader; restic's shared lock lets them, and a
-// concurrent restic backup, run side by side.
-func backupHost(ctx context.Context, cfg *config.Config, h *config.Host, tags []string, logf func(string, ...any)) (*backup.Result, error) {
-	return pullHost(ctx, cfg, h, tags, logf, nil)
-}
-
-// pullHost is backupHost with progress reported to hl (nil: none).
-func pullHost(ctx context.Context, cfg *config.Config, h *config.Host, tags []string, logf func(string, ...any), hl *runlog.Host) (*backup.Result, error) {
-	phase := func(string) {}
-	conn := connecter(h, false)
-	if hl != nil {
-		phase = hl.Phase
-		conn = countingConnecter{conn, hl}
-	}
-	res := &backup.Result{Host: h.Name}
-	phase("opening repository")
-	var r *repo.Repo
-	select {
-	case r = <-spare:
-	default:
-		var err error
-		if r, err = openRepo(ctx, cfg); err != nil {
-			return res, err
-		}
-	}
-	defer r.Close()
-	phase("locking")
-	unlock, lctx, err := r.Lock(ctx, false, repoLockWait(cfg), func(format string, args ...any) {
-		logf("%s: %s", h.Name, fmt.Sprintf(format, args...))
-	})
-	if err != nil {
-		return res, err
-	}
-	defer unlock()
-	phase("pulling")
-	logf("%s: pulling", h.Name)
-	res, err = backup.Run(lctx, r, conn, backup.Options{
-		Host: h.Name, Tags: append(append([]string(nil), h.Tags...), tags...), CacheDir: cfg.CacheDir, Logf: logf,
-	})
-	if err == nil {
-		logf("%s: snapshot %s saved", h.Name, res.SnapshotID[:8])
-	}
-	return res, err
-}
-
-// countingConnecter feeds the bytes received to the progress line.
-type countingConnecter struct {
-	transport.Connecter
-	h *runlog.Host
-}
-
-func (c countingConnecter) Connect(ctx context.Context, verb string) (transport.Wire, error) {
-	w, err := c.Connecter.Connect(ctx, verb)
-	if err != nil {
-		return nil, err
-	}
-	return &countingWire{Wire: w, h: c.h}, nil
-}
-
-type countingWire struct {
-	transport.Wire
-	h *runlog.Host
-}
-
-func (w *countingWire) Read(p []byte) (int, error) {
-	n, err := w.Wire.Read(p)
-	w.h.AddBytes(n)
-	return n, err
-}
-
 // newRunLog makes the run's log: events on stderr (none with --json,
 // failures only with --quiet), a live progress line when stdout is a
 // terminal.
 func newRunLog(c *cli.Context) *runlog.Log {
-	opts := runlog.Options{Events: c.App.ErrWriter, Quiet: c.Bool("quiet")}
-	if c.Bool("json") {
+	jsonOut, quiet := c.Bool("json"), c.Bool("quiet")
+	opts := runlog.Options{Events: c.App.ErrWriter, Quiet: quiet}
+	if jsonOut {
 		opts.Events = nil
 	}
-	if !c.Bool("json") && !c.Bool("quiet") && runlog.IsTerminal(c.App.Writer) {
+	if !jsonOut && !quiet && runlog.IsTerminal(c.App.Writer) {
 		opts.Progress = c.App.Writer
 	}
 	return runlog.New(opts)
-}
-
-func repoLockWait(cfg *config.Config) time.Duration { return cfg.LockWait.Or(5 * time.Minute) }
-
-// newPinger returns the pinger for a ping URL (nil when none is set).
-func newPinger(cfg *config.Config, url, file, where string, warn func(string, ...any)) *notify.Pinger {
-	u, err := config.ReadPingURL(url, file)
-	if err != nil {
-		warn("warning: %s: %v; not pinging", where, err)
-		return nil
-	}
-	if u == "" {
-		return nil
-	}
-	return &notify.Pinger{URL: u, Timeout: cfg.Notify.PingTimeout.Or(10 * time.Second), Logf: warn}
-}
-
-// writeTextfile rewrites the Prometheus textfile from every configured
-// host's recorded state, so hosts not in this run keep their metrics.
-func writeTextfile(cfg *config.Config, repoID, path string) error {
-	var states []*status.HostState
-	for _, h := range cfg.Hosts {
-		st, err := status.LoadState(cfg.CacheDir, repoID, h.Name)
-		if err != nil {
-			return err
-		}
-		states = append(states, st)
-	}
-	return notify.WriteTextfile(path, states)
-}
-
-func backupLine(r hostResult) string {
-	if !r.OK {
-		return fmt.Sprintf("%-12s FAILED  %s", r.Host, firstLineOf(r.Error))
-	}
-	return fmt.Sprintf("%-12s snapshot %s  %d files, %s  moved %s on the wire (%d chunks, %s new)  freeze %.1f ms  took %.2fs",
-		r.Host, r.SnapshotID[:8], r.Files, units.Bytes(r.Bytes), units.Bytes(r.Wire.BytesIn+r.Wire.BytesOut),
-		r.ChunksWanted, units.Bytes(r.BytesAdded), r.FreezeMS, r.DurationMS/1000)
-}
-
-func firstLineOf(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
-}
-
-func printBackupSummary(w io.Writer, results []hostResult) {
-	var failed []string
-	for _, r := range results {
-		fmt.Fprintln(w, backupLine(r))
-		if !r.OK {
-			failed = append(failed, r.Host)
-		}
-	}
-	if len(failed) > 0 {
-		fmt.Fprintf(w, "%d of %d hosts failed: %s\n", len(failed), len(results), strings.Join(failed, ", "))
-	}
 }

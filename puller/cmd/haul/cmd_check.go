@@ -36,7 +36,7 @@ var cmdCheck = &cli.Command{
 		if err != nil {
 			return configFailure(err)
 		}
-		unlock, lctx, err := r.Lock(ctx, true, repoLockWait(cfg), log.Logf)
+		unlock, lctx, err := r.Lock(ctx, true, cfg.RepoLockWait(), log.Logf)
 		if err != nil {
 			return configFailure(err)
 		}

@@ -3,11 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/puller/forget"
 	"github.com/haulproject/haul/puller/prune"
 	"github.com/urfave/cli/v2"
@@ -16,8 +16,6 @@ import (
 var maintDryRunFlag = &cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only show what would be done"}
 
 var maxUnusedFlag = &cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "prune: tolerate `LIMIT` unused space (a percentage, or \"unlimited\"), as restic's --max-unused"}
-
-var cronQuietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only failures (for cron jobs that mail their output)"}
 
 var cmdForget = &cli.Command{
 	Name:  "forget",

@@ -3,14 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
-	"time"
 
-	"github.com/haulproject/haul/proto"
-	"github.com/haulproject/haul/puller/backup"
-	"github.com/haulproject/haul/puller/restore"
+	"github.com/haulproject/haul/internal/units"
+	"github.com/haulproject/haul/puller/migrate"
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,31 +24,26 @@ var cmdMigrate = &cli.Command{
 		&cli.StringFlag{Name: "to", Required: true, Usage: "the new host `NAME`"},
 		jsonFlag,
 	},
-	Action: runMigrate,
+	Action: func(c *cli.Context) error {
+		return runMigrate(c, migrateOptions{From: c.String("from"), To: c.String("to"), JSON: c.Bool("json")})
+	},
 }
 
-// migrateResult is `haul migrate --json`.
-type migrateResult struct {
-	From       string               `json:"from"`
-	To         string               `json:"to"`
-	Backup     *backup.Result       `json:"backup"`
-	Restore    *restore.AgentResult `json:"restore"`
-	Verify     *backup.Result       `json:"verify_backup"`
-	Comparison *restore.Comparison  `json:"comparison"`
-	Marker     string               `json:"marker,omitempty"`
-	DurationMS float64              `json:"duration_ms"`
+type migrateOptions struct {
+	From, To string
+	JSON     bool
 }
 
-func runMigrate(c *cli.Context) error {
+func runMigrate(c *cli.Context, opts migrateOptions) error {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
-	from, err := cfg.Host(c.String("from"))
+	from, err := cfg.Host(opts.From)
 	if err != nil {
 		return configFailure(err)
 	}
-	to, err := cfg.Host(c.String("to"))
+	to, err := cfg.Host(opts.To)
 	if err != nil {
 		return configFailure(err)
 	}
@@ -60,70 +52,22 @@ func runMigrate(c *cli.Context) error {
 	}
 	ctx, cancel := signalContext(c)
 	defer cancel()
-	jsonOut := c.Bool("json")
-	logf := progress(c, jsonOut)
-	start := time.Now()
-	out := &migrateResult{From: from.Name, To: to.Name}
-
-	// One handle for the whole migration (opening derives the key): it
-	// reloads the index after each backup instead of opening again.
 	r, err := openRepo(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	logf("migrate %s → %s: backing up %s", from.Name, to.Name, from.Name)
-	out.Backup, err = backupHost(ctx, cfg, from, []string{"migrate"}, logf)
+	out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Logf: progress(c, opts.JSON)})
 	if err != nil {
-		return hostFailure(fmt.Errorf("migrate: backup of %s: %w; nothing was changed on %s", from.Name, err, to.Name))
-	}
-
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		return configFailure(err)
-	}
-	sn, err := r.Find(ctx, from.Name, out.Backup.SnapshotID)
-	if err != nil {
-		return configFailure(err)
-	}
-	out.Restore, err = restoreOnto(ctx, cfg, r, sn, to, restore.AgentOptions{NoMarker: true, Logf: logf})
-	if err != nil {
-		return hostFailure(fmt.Errorf("migrate: %w", err))
-	}
-
-	logf("%s: backing up to verify the restored data", to.Name)
-	out.Verify, err = backupHost(ctx, cfg, to, []string{"migrate-verify"}, logf)
-	if err != nil {
-		return hostFailure(fmt.Errorf("migrate: verification backup of %s: %w; %s is NOT marked ready", to.Name, err, to.Name))
-	}
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		return configFailure(err)
-	}
-	verify, err := r.Find(ctx, to.Name, out.Verify.SnapshotID)
-	if err != nil {
-		return configFailure(err)
-	}
-	out.Comparison, err = restore.CompareSnapshots(ctx, r, sn, verify)
-	if err != nil {
-		return hostFailure(fmt.Errorf("migrate: compare snapshots: %w; %s is NOT marked ready", err, to.Name))
-	}
-	if !out.Comparison.Equal() {
-		if jsonOut {
+		if opts.JSON && out != nil && out.Comparison != nil && !out.Comparison.Equal() {
 			_ = printJSON(c.App.Writer, out)
 		}
-		return hostFailure(fmt.Errorf("migrate: %s's data differs from %s's snapshot %s in %d places; %s is NOT marked ready, its stack stays off:\n  %s",
-			to.Name, from.Name, sn.ID.Str(), out.Comparison.DiffCount, to.Name, strings.Join(out.Comparison.Diffs, "\n  ")))
+		return hostFailure(err)
 	}
-
-	mark, err := restore.MarkReady(ctx, connecter(to, true), sn.ID.String(), from.Name)
-	if err != nil {
-		return hostFailure(fmt.Errorf("migrate: %s's data is restored and verified, but: %w; mark it by hand with `haul-agent mark-ready` on %s", to.Name, err, to.Name))
-	}
-	out.Marker = mark.Marker
-	out.DurationMS = float64(time.Since(start).Microseconds()) / 1000
-	if jsonOut {
+	if opts.JSON {
 		return printJSON(c.App.Writer, out)
 	}
-	printMigrate(c.App.Writer, out, mark)
+	printMigrate(c.App.Writer, out)
 	return nil
 }
 
@@ -133,7 +77,7 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func printMigrate(w io.Writer, m *migrateResult, mark *proto.RestoreResult) {
+func printMigrate(w io.Writer, m *migrate.Result) {
 	fmt.Fprintf(w, "migrated %s → %s in %.2fs\n", m.From, m.To, m.DurationMS/1000)
 	b := m.Backup
 	fmt.Fprintf(w, "  backup of %s: snapshot %s, %d files, %s, freeze %.1f ms, %.2fs\n",
@@ -146,5 +90,5 @@ func printMigrate(w io.Writer, m *migrateResult, mark *proto.RestoreResult) {
 	}
 	fmt.Fprintf(w, "  verified: backup of %s (snapshot %s) equals snapshot %s in all %d nodes under %s\n",
 		m.To, m.Verify.SnapshotID[:8], b.SnapshotID[:8], m.Comparison.Nodes, strings.Join(m.Comparison.Paths, ", "))
-	fmt.Fprintf(w, "  %s marked ready: %s\n", m.To, mark.Marker)
+	fmt.Fprintf(w, "  %s marked ready: %s\n", m.To, m.Marker)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/rebuild"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
@@ -73,10 +74,10 @@ func runRebuild(c *cli.Context) error {
 
 	opts := rebuild.Options{
 		Config: cfg, Host: h, Token: token,
-		Probe:    connecter(h, false),
+		Probe:    pull.Connecter(h, false),
 		OpenRepo: func(ctx context.Context) (*repo.Repo, error) { return openRepo(ctx, cfg) },
 		FinalBackup: func(ctx context.Context) (*rebuild.SnapshotInfo, error) {
-			res, err := backupHost(ctx, cfg, h, []string{"rebuild"}, logf)
+			res, err := pull.Host(ctx, cfg, h, pull.HostOptions{Tags: []string{"rebuild"}, Logf: logf})
 			if err != nil {
 				return nil, err
 			}
@@ -86,7 +87,7 @@ func runRebuild(c *cli.Context) error {
 			return &rebuild.SnapshotInfo{ID: res.SnapshotID, Time: res.Snapshot.Time, Paths: res.Snapshot.Paths}, nil
 		},
 		Restore: func(ctx context.Context, r *repo.Repo, sn *repo.Snapshot) (*restore.AgentResult, error) {
-			return restoreOnto(ctx, cfg, r, sn, h, restore.AgentOptions{Logf: logf})
+			return pull.RestoreOnto(ctx, cfg, r, sn, h, restore.AgentOptions{Logf: logf})
 		},
 		DryRun: dryRun, SkipFinalBackup: c.Bool("skip-final-backup"), Snapshot: c.String("snapshot"),
 		AllowMissingServer: c.Bool("allow-missing-server"), Restart: c.Bool("restart"),
@@ -199,14 +200,9 @@ func printRebuild(w io.Writer, res *rebuild.Result) {
 		}
 		detail := p.Detail
 		if p.Status == rebuild.StatusFailed {
-			detail = firstLine(p.Error)
+			detail, _, _ = strings.Cut(p.Error, "\n")
 		}
 		fmt.Fprintf(w, "  %-13s %9s  %-15s %s\n", p.Name, t, status, detail)
 	}
 	fmt.Fprintf(w, "  %-13s %9s\n", "phases total", fmt.Sprintf("%.2fs", res.PhasesMS/1000))
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
 }

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/puller/config"
-	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/urfave/cli/v2"
 )
@@ -83,7 +82,7 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	res, err := restoreOnto(ctx, cfg, r, sn, target, restore.AgentOptions{DryRun: c.Bool("dry-run"), Logf: logf})
+	res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, restore.AgentOptions{DryRun: c.Bool("dry-run"), Logf: logf})
 	if err != nil {
 		return hostFailure(err)
 	}
@@ -97,20 +96,6 @@ func runRestore(c *cli.Context) error {
 	}
 	printAgentRestore(c.App.Writer, res)
 	return nil
-}
-
-// restoreOnto restores sn onto host h under a shared repository lock, so a
-// prune cannot remove blobs while they are being sent.
-func restoreOnto(ctx context.Context, cfg *config.Config, r *repo.Repo, sn *repo.Snapshot, h *config.Host, opts restore.AgentOptions) (*restore.AgentResult, error) {
-	unlock, lctx, err := r.Lock(ctx, false, repoLockWait(cfg), opts.Logf)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	if opts.Logf != nil {
-		opts.Logf("%s: restoring snapshot %s of %s", h.Name, sn.ID.Str(), sn.Hostname)
-	}
-	return restore.Agent(lctx, r, sn, connecter(h, true), opts)
 }
 
 func progress(c *cli.Context, quiet bool) func(string, ...any) {

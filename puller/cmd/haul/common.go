@@ -7,8 +7,8 @@ import (
 	"syscall"
 
 	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/repo"
-	"github.com/haulproject/haul/puller/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,38 +27,11 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 }
 
 func openRepo(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
-	pw, err := cfg.Password()
-	if err != nil {
-		return nil, configFailure(err)
-	}
-	r, err := repo.Open(ctx, cfg.Repository, pw)
+	r, err := pull.OpenRepo(ctx, cfg)
 	if err != nil {
 		return nil, configFailure(err)
 	}
 	return r, nil
-}
-
-// connecter builds the transport for a host; restore sessions use the
-// restore key or restore command.
-func connecter(h *config.Host, restore bool) transport.Connecter {
-	if len(h.Command) > 0 {
-		argv := h.Command
-		if restore {
-			argv = h.RestoreCommand
-			if len(argv) == 0 {
-				argv = append(append([]string(nil), h.Command...), "--allow-restore")
-			}
-		}
-		return &transport.Exec{Argv: argv}
-	}
-	key := h.IdentityFile
-	if restore && h.RestoreIdentityFile != "" {
-		key = h.RestoreIdentityFile
-	}
-	return &transport.SSH{
-		Host: h.Name, Address: h.Address, User: h.User, IdentityFile: key,
-		KnownHosts: h.KnownHosts, Timeout: h.ConnectTimeout.Or(0),
-	}
 }
 
 // openLocked opens the repository for a maintenance command and takes
@@ -69,7 +42,7 @@ func openLocked(ctx context.Context, cfg *config.Config, dryRun bool, logf func(
 	if err != nil {
 		return nil, nil, ctx, err
 	}
-	unlock, lctx, err := r.Lock(ctx, !dryRun, repoLockWait(cfg), logf)
+	unlock, lctx, err := r.Lock(ctx, !dryRun, cfg.RepoLockWait(), logf)
 	if err != nil {
 		return nil, nil, ctx, configFailure(err)
 	}

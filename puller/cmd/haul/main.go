@@ -41,6 +41,9 @@ var configFlag = &cli.StringFlag{
 
 var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
 
+// cronQuietFlag is for the commands cron runs: backup, forget, prune, check.
+var cronQuietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only failures (for cron jobs that mail their output)"}
+
 func main() {
 	app := &cli.App{
 		Name:    "haul",

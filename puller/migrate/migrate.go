@@ -1,0 +1,96 @@
+// Package migrate moves a host's data to a new host: it backs up the old
+// host, restores the snapshot onto the new one, backs the new one up and
+// compares the two snapshots node by node, and only then marks the new
+// host ready, so its stack never starts on unverified data.
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/pull"
+	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/restore"
+)
+
+// Result is a migration's outcome (`haul migrate --json`).
+type Result struct {
+	From       string               `json:"from"`
+	To         string               `json:"to"`
+	Backup     *backup.Result       `json:"backup"`
+	Restore    *restore.AgentResult `json:"restore"`
+	Verify     *backup.Result       `json:"verify_backup"`
+	Comparison *restore.Comparison  `json:"comparison"`
+	Marker     string               `json:"marker,omitempty"`
+	DurationMS float64              `json:"duration_ms"`
+}
+
+// Options say what to migrate.
+type Options struct {
+	From, To *config.Host // two different hosts
+	Logf     func(format string, args ...any)
+}
+
+// Run migrates opts.From's data onto opts.To through repository r, one
+// handle for the whole migration (opening derives the key): its index is
+// reloaded after each backup instead of opening again. The Result is
+// filled as far as the migration got, also on error.
+func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*Result, error) {
+	from, to, logf := opts.From, opts.To, opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	start := time.Now()
+	out := &Result{From: from.Name, To: to.Name}
+	var err error
+	logf("migrate %s → %s: backing up %s", from.Name, to.Name, from.Name)
+	out.Backup, err = pull.Host(ctx, cfg, from, pull.HostOptions{Tags: []string{"migrate"}, Logf: logf, Repo: r})
+	if err != nil {
+		return out, fmt.Errorf("migrate: backup of %s: %w; nothing was changed on %s", from.Name, err, to.Name)
+	}
+
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return out, err
+	}
+	sn, err := r.Find(ctx, from.Name, out.Backup.SnapshotID)
+	if err != nil {
+		return out, err
+	}
+	out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, restore.AgentOptions{NoMarker: true, Logf: logf})
+	if err != nil {
+		return out, fmt.Errorf("migrate: %w", err)
+	}
+
+	logf("%s: backing up to verify the restored data", to.Name)
+	out.Verify, err = pull.Host(ctx, cfg, to, pull.HostOptions{Tags: []string{"migrate-verify"}, Logf: logf, Repo: r})
+	if err != nil {
+		return out, fmt.Errorf("migrate: verification backup of %s: %w; %s is NOT marked ready", to.Name, err, to.Name)
+	}
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return out, err
+	}
+	verify, err := r.Find(ctx, to.Name, out.Verify.SnapshotID)
+	if err != nil {
+		return out, err
+	}
+	out.Comparison, err = restore.CompareSnapshots(ctx, r, sn, verify)
+	if err != nil {
+		return out, fmt.Errorf("migrate: compare snapshots: %w; %s is NOT marked ready", err, to.Name)
+	}
+	if !out.Comparison.Equal() {
+		return out, fmt.Errorf("migrate: %s's data differs from %s's snapshot %s in %d places; %s is NOT marked ready, its stack stays off:\n  %s",
+			to.Name, from.Name, sn.ID.Str(), out.Comparison.DiffCount, to.Name, strings.Join(out.Comparison.Diffs, "\n  "))
+	}
+
+	mark, err := restore.MarkReady(ctx, pull.Connecter(to, true), sn.ID.String(), from.Name)
+	if err != nil {
+		return out, fmt.Errorf("migrate: %s's data is restored and verified, but: %w; mark it by hand with `haul-agent mark-ready` on %s", to.Name, err, to.Name)
+	}
+	out.Marker = mark.Marker
+	out.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	return out, nil
+}
