@@ -32,6 +32,11 @@ type Config struct {
 	// ready. Off by default, so a stolen restore key cannot overwrite a
 	// running VPS.
 	AllowInplaceRestore bool `json:"allow_inplace_restore,omitempty"`
+	// AllowSpecialFiles makes restores create device nodes and keep the
+	// setuid/setgid bits of files, as `haul restore --allow-special`
+	// asks for one restore. Off by default: a snapshot of a compromised
+	// host could otherwise plant a device node or a setuid binary.
+	AllowSpecialFiles bool `json:"allow_special_files,omitempty"`
 	// KeepPrevious is how many *.prev-<time> copies a restore keeps.
 	// Default 2.
 	KeepPrevious *int `json:"keep_previous,omitempty"`

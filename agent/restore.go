@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -14,6 +14,7 @@ import (
 	"github.com/haulproject/haul/agent/mirror"
 	"github.com/haulproject/haul/agent/quiesce"
 	"github.com/haulproject/haul/agent/restore"
+	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
 )
@@ -80,7 +81,36 @@ func (s *session) refuseRestore(b *proto.RestoreBegin) error {
 			"Restore onto a fresh host instead, or, to replace this host's data on purpose, set \"allow_inplace_restore\": true in the agent config. Nothing was changed",
 			s.Config.Host, s.Config.ReadyMarker)
 	}
+	if !s.Config.Ready() && !s.Config.AllowInplaceRestore && !b.ReplaceLiveData && !b.DryRun {
+		if live := liveDataPaths(s.Config.DataPaths); len(live) > 0 {
+			return proto.Errorf(proto.CodeRefused, "host %s has data in %s but no ready marker (%s): it was set up by other means (by hand, or its marker was removed), and this restore would replace that data. Nothing was changed. "+
+				"To see what would change: run the same `haul restore` with --dry-run (stages and verifies the snapshot beside the data, touches nothing), and back this host up and `haul diff` that snapshot with the one to restore. "+
+				"To proceed: add --replace-live-data (the current data is kept as <path>.prev-<time>), or set \"allow_inplace_restore\": true in the agent config",
+				s.Config.Host, strings.Join(live, ", "), s.Config.ReadyMarker)
+		}
+	}
 	return nil
+}
+
+// liveDataPaths returns the data paths that exist and hold something. A
+// fresh host has its data paths missing or empty.
+func liveDataPaths(paths []string) []string {
+	var live []string
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				live = append(live, p) // unreadable: not known to be empty
+			}
+			continue
+		}
+		names, _ := f.Readdirnames(1)
+		f.Close()
+		if len(names) > 0 {
+			live = append(live, p)
+		}
+	}
+	return live
 }
 
 func short(id string) string {
@@ -104,6 +134,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		res.Phases = append(res.Phases, proto.Phase{Name: name, MS: ms(time.Since(t))})
 	}
 	st := restore.NewStage(s.Config.restoreHost())
+	st.AllowSpecial = b.AllowSpecial || s.Config.AllowSpecialFiles
 	if err := st.CheckPaths(); err != nil {
 		return err
 	}
@@ -123,6 +154,8 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if err := s.receiveTree(ctx, st); err != nil {
 		return err
 	}
+	st.SpecialSummary()
+	res.DevicesSkipped, res.SetidCleared = st.Special()
 	phase("tree", t)
 
 	t = time.Now()

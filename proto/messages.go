@@ -255,11 +255,17 @@ type RestoreBegin struct {
 	Snapshot string    `json:"snapshot"` // snapshot ID, for the marker and logs
 	Host     string    `json:"host"`     // the host the snapshot was taken of
 	Time     time.Time `json:"time"`     // the snapshot's time
-	Paths    []string  `json:"paths"`    // must equal the agent's data paths
+	Paths    []string  `json:"paths"`    // must equal the agent's data paths (the puller maps the snapshot's onto them)
 	DryRun   bool      `json:"dry_run,omitempty"`
 	// NoMarker leaves the ready marker unwritten: `haul migrate` verifies
 	// the new host first and then sends TMark.
 	NoMarker bool `json:"no_marker,omitempty"`
+	// ReplaceLiveData lets the restore replace the data of a host that
+	// has data but no ready marker (haul restore --replace-live-data).
+	ReplaceLiveData bool `json:"replace_live_data,omitempty"`
+	// AllowSpecial restores device nodes and setuid/setgid bits (haul
+	// restore --allow-special); without it they are skipped and cleared.
+	AllowSpecial bool `json:"allow_special,omitempty"`
 }
 
 // RestoreCommit says every chunk was sent: verify, swap (puller → agent).
@@ -283,6 +289,10 @@ type RestoreResult struct {
 	Marker      string    `json:"marker,omitempty"` // the ready marker written
 	DryRun      bool      `json:"dry_run,omitempty"`
 	Warnings    []string  `json:"warnings,omitempty"`
+	// Without allow_special: device nodes not created and files whose
+	// setuid/setgid bits were cleared (each listed in Warnings, up to 50).
+	DevicesSkipped int `json:"devices_skipped,omitempty"`
+	SetidCleared   int `json:"setid_cleared,omitempty"`
 }
 
 // Mark asks the agent to write its ready marker without restoring

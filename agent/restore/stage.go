@@ -42,11 +42,16 @@ type Host struct {
 // of the stream can land outside the staging directory and no symlink from
 // the stream is ever followed.
 type Stage struct {
-	host  Host
-	root  bool // running as root: restore owners and device nodes
-	roots []*stagingRoot
-	nodes []stagedNode // in stream order: parents before children
-	stack []openDir
+	host Host
+	root bool // running as root: restore owners and device nodes
+	// AllowSpecial creates device nodes and keeps setuid/setgid bits of
+	// non-directories; without it they are skipped and cleared, and
+	// listed (devices, setid count them). Set it before the first Add.
+	AllowSpecial   bool
+	devices, setid int
+	roots          []*stagingRoot
+	nodes          []stagedNode // in stream order: parents before children
+	stack          []openDir
 	// ancestors holds the snapshot's nodes for the directories above the
 	// data paths, by host path; used only to create missing ones.
 	ancestors map[string]*proto.Node
@@ -188,6 +193,9 @@ func (s *Stage) Add(n *proto.Node) error {
 	if top.rel != "" {
 		rel = top.rel + "/" + rel
 	}
+	if !s.AllowSpecial && s.special(n, s.roots[top.root].dataPath+"/"+rel) {
+		return nil
+	}
 	idx := len(s.nodes)
 	s.nodes = append(s.nodes, stagedNode{root: top.root, rel: rel, n: n, linkOf: -1})
 	r := s.roots[top.root]
@@ -196,6 +204,41 @@ func (s *Stage) Add(n *proto.Node) error {
 		return err
 	}
 	return nil
+}
+
+// maxSpecialListed bounds the warnings about special files of each kind.
+const maxSpecialListed = 50
+
+// special skips a device node (true: not created) and clears the setuid
+// and setgid bits of anything but a directory (on a directory setgid only
+// passes its group on to new entries), listing what it did.
+func (s *Stage) special(n *proto.Node, path string) bool {
+	const setid = uint32(os.ModeSetuid | os.ModeSetgid)
+	switch {
+	case n.Type == proto.NodeDev || n.Type == proto.NodeCharDev:
+		s.devices++
+		if s.devices <= maxSpecialListed {
+			s.Warn("device node %s skipped (restore it with --allow-special)", path)
+		}
+		return true
+	case n.Type != proto.NodeDir && n.Mode&setid != 0:
+		n.Mode &^= setid
+		s.setid++
+		if s.setid <= maxSpecialListed {
+			s.Warn("setuid/setgid bits of %s cleared (keep them with --allow-special)", path)
+		}
+	}
+	return false
+}
+
+// SpecialSummary adds the counts past the listed warnings.
+func (s *Stage) SpecialSummary() {
+	if n := s.devices - maxSpecialListed; n > 0 {
+		s.Warn("%d more device nodes skipped", n)
+	}
+	if n := s.setid - maxSpecialListed; n > 0 {
+		s.Warn("setuid/setgid bits of %d more files cleared", n)
+	}
 }
 
 // where names the directory the stream is in, for errors.
@@ -664,3 +707,7 @@ func (s *Stage) WriteChunk(l ChunkLoc, plain []byte) error {
 	_ = unix.SyncFileRange(fd, l.off, int64(len(plain)), unix.SYNC_FILE_RANGE_WRITE)
 	return nil
 }
+
+// Special reports how many device nodes were skipped and how many files'
+// setuid/setgid bits cleared.
+func (s *Stage) Special() (devices, setid int) { return s.devices, s.setid }

@@ -112,7 +112,7 @@ func TestBackupInProcessAndRestore(t *testing.T) {
 		t.Fatalf("snapshot lacks haul record or paths: %+v", sn)
 	}
 	target := t.TempDir()
-	_, err = restore.Local(context.Background(), r, sn, target, nil, nil)
+	_, err = restore.Local(context.Background(), r, sn, target, restore.LocalOptions{})
 	must(t, err)
 	diffs, err := treecmp.Compare(data, filepath.Join(target, data), treecmp.Options{})
 	must(t, err)

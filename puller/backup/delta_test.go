@@ -70,7 +70,7 @@ func verifyRestore(t *testing.T, dir, data string) {
 	sn, err := r.Find(context.Background(), "vps", "latest")
 	must(t, err)
 	target := t.TempDir()
-	_, err = restore.Local(context.Background(), r, sn, target, nil, nil)
+	_, err = restore.Local(context.Background(), r, sn, target, restore.LocalOptions{})
 	must(t, err)
 	diffs, err := treecmp.Compare(data, filepath.Join(target, data), treecmp.Options{})
 	must(t, err)

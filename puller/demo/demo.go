@@ -170,7 +170,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	t := time.Now()
-	lr, err := restore.Local(ctx, r, sn, target, nil, nil)
+	lr, err := restore.Local(ctx, r, sn, target, restore.LocalOptions{})
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -27,6 +28,19 @@ type AgentOptions struct {
 	// NoMarker leaves the agent's ready marker unwritten (migrate writes it
 	// after its own verification, with MarkReady).
 	NoMarker bool
+	// Maps says where the snapshot's paths go on the target (--map); nil
+	// maps each path onto itself, or the only path onto the only data
+	// path (see ResolveMapping).
+	Maps []PathMap
+	// ReplaceLiveData lets the restore replace data on a host that has
+	// data but no ready marker (a hand-built host, or one whose marker
+	// was removed). Without it such a host refuses; see the agent's
+	// refusal for how to look first.
+	ReplaceLiveData bool
+	// AllowSpecial restores device nodes and setuid/setgid bits; without
+	// it the agent skips device nodes and clears those bits, and lists
+	// both.
+	AllowSpecial bool
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -38,9 +52,11 @@ type AgentResult struct {
 	Target       string   `json:"target"` // the agent's host name
 	Agent        string   `json:"agent"`
 	Paths        []string `json:"paths"`
-	DryRun       bool     `json:"dry_run,omitempty"`
-	ChunksSent   int64    `json:"chunks_sent"`
-	ChunkBytes   int64    `json:"chunk_bytes"` // plain bytes of the chunks sent
+	// Mapping says where each snapshot path went on the target.
+	Mapping    *Mapping `json:"mapping,omitempty"`
+	DryRun     bool     `json:"dry_run,omitempty"`
+	ChunksSent int64    `json:"chunks_sent"`
+	ChunkBytes int64    `json:"chunk_bytes"` // plain bytes of the chunks sent
 	// ChunksAsStored counts chunks sent in the repository's own zstd
 	// encoding, without decompressing and recompressing them.
 	ChunksAsStored int64              `json:"chunks_as_stored"`
@@ -110,6 +126,9 @@ type agentSession struct {
 	cancel context.CancelFunc
 	conn   *proto.Conn
 	hello  proto.HelloReply
+	// mapping and sources (the From nodes, by To) are set by handshake.
+	mapping *Mapping
+	sources map[string]*data.Node
 
 	// content holds every chunk of the snapshot; complete (and read-only)
 	// once treeSent is closed.
@@ -154,8 +173,9 @@ func (s *agentSession) run(ctx context.Context) error {
 		return err
 	}
 	begin := proto.RestoreBegin{
-		Snapshot: s.sn.ID.String(), Host: s.sn.Hostname, Time: s.sn.Time, Paths: s.sn.Paths,
+		Snapshot: s.sn.ID.String(), Host: s.sn.Hostname, Time: s.sn.Time, Paths: s.mapping.targetRoots(s.hello.DataPaths),
 		DryRun: s.opts.DryRun, NoMarker: s.opts.NoMarker,
+		ReplaceLiveData: s.opts.ReplaceLiveData, AllowSpecial: s.opts.AllowSpecial,
 	}
 	if err := s.conn.Send(proto.TRestoreBegin, &begin); err != nil {
 		return fmt.Errorf("send restore-begin: %w", err)
@@ -217,11 +237,32 @@ func (s *agentSession) handshake() error {
 	if !s.hello.RestoreAllowed {
 		return fmt.Errorf("the agent does not allow restore with this key (its forced command lacks --allow-restore)")
 	}
-	want := cleanPaths(s.sn.Paths)
-	have := cleanPaths(s.hello.DataPaths)
-	if !slices.Equal(want, have) {
-		return fmt.Errorf("snapshot %s holds %s, but %s's data paths are %s: restore onto a host with the same data_paths, or locally with --target DIR",
-			s.sn.ID.Str(), strings.Join(want, ", "), s.hello.Host, strings.Join(have, ", "))
+	m, err := ResolveMapping(s.sn.Paths, s.hello.DataPaths, s.opts.Maps, s.hello.Host)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", s.sn.ID.Str(), err)
+	}
+	if !m.Identity() {
+		// Every source must be a directory of this snapshot before the
+		// agent hears of the restore: a wrong map changes nothing.
+		s.sources = map[string]*data.Node{}
+		for _, p := range m.Maps {
+			n, err := findNode(context.Background(), s.repo, s.sn, p.From)
+			if err != nil {
+				return fmt.Errorf("--map %s=%s: %w. Nothing was changed", p.From, p.To, err)
+			}
+			if n.Type != data.NodeTypeDir || n.Subtree == nil {
+				return fmt.Errorf("--map %s=%s: %s is a %s in snapshot %s, not a directory. Nothing was changed", p.From, p.To, p.From, n.Type, s.sn.ID.Str())
+			}
+			s.sources[p.To] = n
+		}
+	}
+	s.mapping, s.res.Mapping = m, m
+	if !m.Identity() {
+		how := "mapped"
+		if m.Auto {
+			how = "auto-mapped (" + m.Reason + ")"
+		}
+		s.logf("%s: %s %s", s.target(), how, m)
 	}
 	return nil
 }
@@ -301,7 +342,13 @@ func (s *agentSession) read(ctx context.Context) {
 // rooted at "/", each directory's nodes in the tree's order, a TDirEnd
 // after each directory's children.
 func (s *agentSession) sendTree(ctx context.Context) error {
-	if err := s.sendDir(ctx, *s.sn.Tree, "/"); err != nil {
+	var err error
+	if s.mapping.Identity() {
+		err = s.sendDir(ctx, *s.sn.Tree, "/")
+	} else {
+		err = s.sendMapped(ctx, newMapTrie(s.mapping), "/")
+	}
+	if err != nil {
 		return err
 	}
 	// The content set is complete: the agent may ask as soon as it has
@@ -363,6 +410,77 @@ func (s *agentSession) sendDir(ctx context.Context, id restic.ID, path string) e
 			if err := s.conn.W.Write(proto.TDirEnd); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// mapTrie is the tree of directories a mapped restore sends: the
+// components of each destination, with the snapshot's source directory at
+// each destination.
+type mapTrie struct {
+	children map[string]*mapTrie
+	to       string // set on a destination: its full path
+}
+
+func newMapTrie(m *Mapping) *mapTrie {
+	root := &mapTrie{children: map[string]*mapTrie{}}
+	for _, p := range m.Maps {
+		t := root
+		for _, name := range strings.Split(strings.Trim(p.To, "/"), "/") {
+			c := t.children[name]
+			if c == nil {
+				c = &mapTrie{children: map[string]*mapTrie{}}
+				t.children[name] = c
+			}
+			t = c
+		}
+		t.to = p.To
+	}
+	return root
+}
+
+// sendMapped sends the directories leading to each destination (made up:
+// they are the target's, not the snapshot's), and at each destination the
+// source directory's node, renamed, with its whole subtree.
+func (s *agentSession) sendMapped(ctx context.Context, t *mapTrie, path string) error {
+	names := make([]string, 0, len(t.children))
+	for name := range t.children {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		c := t.children[name]
+		var n *proto.Node
+		if c.to != "" {
+			src := s.sources[c.to]
+			var ok bool
+			n, ok = fromResticNode(src)
+			if !ok {
+				return fmt.Errorf("snapshot %s: %s is not a directory", s.sn.ID.Str(), c.to)
+			}
+			n.Name = []byte(name)
+		} else {
+			n = &proto.Node{Name: []byte(name), Type: proto.NodeDir, Mode: uint32(os.ModeDir | 0o755), MTime: unixNano(s.sn.Time)}
+		}
+		b, err := proto.Encode(n)
+		if err != nil {
+			return fmt.Errorf("%s%s: %w", path, name, err)
+		}
+		if err := s.conn.W.Write(proto.TNode, b); err != nil {
+			return err
+		}
+		s.end.Dirs++
+		if c.to != "" {
+			err = s.sendDir(ctx, *s.sources[c.to].Subtree, path+name+"/")
+		} else {
+			err = s.sendMapped(ctx, c, path+name+"/")
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.conn.W.Write(proto.TDirEnd); err != nil {
+			return err
 		}
 	}
 	return nil

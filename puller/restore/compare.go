@@ -27,29 +27,47 @@ const MaxDiffs = 50
 // Equal reports whether no difference was found.
 func (c *Comparison) Equal() bool { return c.DiffCount == 0 }
 
-// CompareSnapshots compares the data paths of two snapshots node by node:
+// CompareSnapshots compares the data paths of two snapshots node by node
+// (see CompareMapped); both must hold the same paths.
+func CompareSnapshots(ctx context.Context, r *repo.Repo, a, b *repo.Snapshot) (*Comparison, error) {
+	if !slices.Equal(cleanPaths(a.Paths), cleanPaths(b.Paths)) {
+		c := &Comparison{Paths: slices.Clone(a.Paths)}
+		c.diff("snapshot %s holds %s, snapshot %s holds %s", a.ID.Str(), strings.Join(a.Paths, ", "), b.ID.Str(), strings.Join(b.Paths, ", "))
+		return c, nil
+	}
+	m := &Mapping{}
+	for _, p := range cleanPaths(a.Paths) {
+		m.Maps = append(m.Maps, PathMap{From: p, To: p})
+	}
+	return CompareMapped(ctx, r, a, b, m)
+}
+
+// CompareMapped compares, for each of m's maps, the directory From of
+// snapshot a with the directory To of snapshot b, node by node:
 // names, type, content (chunk IDs), size, mode, mtime, owner (numeric),
 // link target and device number. Access and change times, inode numbers
 // and user names differ between hosts by nature and are not compared; the
 // directories above the data paths are not either (they belong to the
 // hosts, not to the data).
-func CompareSnapshots(ctx context.Context, r *repo.Repo, a, b *repo.Snapshot) (*Comparison, error) {
-	c := &Comparison{Paths: slices.Clone(a.Paths)}
-	slices.Sort(c.Paths)
-	if !slices.Equal(cleanPaths(a.Paths), cleanPaths(b.Paths)) {
-		c.diff("snapshot %s holds %s, snapshot %s holds %s", a.ID.Str(), strings.Join(a.Paths, ", "), b.ID.Str(), strings.Join(b.Paths, ", "))
-		return c, nil
-	}
-	for _, p := range c.Paths {
-		na, err := findNode(ctx, r, a, p)
+// Differences are reported at the path in a.
+func CompareMapped(ctx context.Context, r *repo.Repo, a, b *repo.Snapshot, m *Mapping) (*Comparison, error) {
+	c := &Comparison{}
+	for _, p := range m.Maps {
+		if p.From == p.To {
+			c.Paths = append(c.Paths, p.From)
+		} else {
+			c.Paths = append(c.Paths, p.String())
+		}
+		na, err := findNode(ctx, r, a, p.From)
 		if err != nil {
 			return nil, err
 		}
-		nb, err := findNode(ctx, r, b, p)
+		nb, err := findNode(ctx, r, b, p.To)
 		if err != nil {
-			return nil, err
+			c.diff("%s: %v", p.To, err)
+			continue
 		}
-		if err := c.compare(ctx, r, p, na, nb); err != nil {
+		if err := c.compare(ctx, r, p.From, na, nb); err != nil {
 			return nil, err
 		}
 	}

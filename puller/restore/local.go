@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/internal/restic/restorer"
 	"github.com/haulproject/haul/puller/repo"
 )
@@ -16,16 +17,45 @@ type LocalResult struct {
 	Snapshot string `json:"snapshot"`
 	Target   string `json:"target"`
 	Files    uint64 `json:"files_verified"`
+	// Special lists what was not restored as the snapshot has it: device
+	// nodes skipped, setuid/setgid bits cleared (without AllowSpecial).
+	Special *SpecialFiles `json:"special,omitempty"`
+}
+
+// LocalOptions configures a local restore.
+type LocalOptions struct {
+	// Select, when not nil, chooses items as restic's --include/--exclude
+	// do (see Selector).
+	Select func(item string, isDir bool) (bool, bool)
+	// AllowSpecial restores device nodes and setuid/setgid bits; without
+	// it device nodes are skipped and the bits cleared, and both listed.
+	AllowSpecial bool
+	// Warn receives warnings; nil discards them.
+	Warn func(string)
 }
 
 // Local restores sn into target with restic's restorer, then verifies every
-// restored file's content against the snapshot. select, when not nil,
-// chooses items as restic's --include/--exclude do.
-func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, sel func(item string, isDir bool) (bool, bool), warn func(string)) (*LocalResult, error) {
+// restored file's content against the snapshot.
+func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, opts LocalOptions) (*LocalResult, error) {
+	warn := opts.Warn
+	sel := opts.Select
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return nil, fmt.Errorf("create target %s: %w", target, err)
 	}
-	res := restorer.NewRestorer(r.Repository, sn.Snapshot, restorer.Options{Overwrite: restorer.OverwriteAlways})
+	var loader restic.Repository = r.Repository
+	var found SpecialFiles
+	if !opts.AllowSpecial {
+		if sn.Tree == nil {
+			return nil, fmt.Errorf("snapshot %s has no tree", sn.ID.Str())
+		}
+		if err := findSpecial(ctx, r.Repository, *sn.Tree, "", sel, &found); err != nil {
+			return nil, err
+		}
+		if found.Count() > 0 {
+			loader = specialFilter{Repository: r.Repository}
+		}
+	}
+	res := restorer.NewRestorer(loader, sn.Snapshot, restorer.Options{Overwrite: restorer.OverwriteAlways})
 	var warnings []string
 	res.Warn = func(msg string) {
 		warnings = append(warnings, msg)
@@ -44,5 +74,14 @@ func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, 
 	if err != nil {
 		return nil, fmt.Errorf("verify restored files in %s: %w", target, err)
 	}
-	return &LocalResult{Snapshot: sn.ID.String(), Target: target, Files: uint64(verified)}, nil
+	out := &LocalResult{Snapshot: sn.ID.String(), Target: target, Files: uint64(verified)}
+	if found.Count() > 0 {
+		out.Special = &found
+		for _, msg := range found.Lines() {
+			if warn != nil {
+				warn(msg)
+			}
+		}
+	}
+	return out, nil
 }

@@ -20,14 +20,20 @@ var cmdRestore = &cli.Command{
 	Description: "Onto an agent: the snapshot is staged beside the live data, verified, and swapped in while the\n" +
 		"services are quiesced; the previous data is kept as <path>.prev-<time>. The session uses the host's\n" +
 		"restore_identity_file (or restore_command). A host that is already ready refuses unless its agent\n" +
-		"config sets allow_inplace_restore. With --target DIR the snapshot is restored locally, as `restic restore` would;\n" +
+		"config sets allow_inplace_restore; a host with data but no ready marker (a hand-built one) refuses unless\n" +
+		"--replace-live-data is given (look first with --dry-run). The snapshot's data paths go onto the agent's:\n" +
+		"the same paths stay, one path onto one other path is mapped automatically, else --map SRC=DST each.\n" +
+		"Device nodes and setuid/setgid bits are restored only with --allow-special. With --target DIR the snapshot is restored locally, as `restic restore` would;\n" +
 		"--include/--exclude PATTERN then restore part of it, with restic's pattern rules (an agent always\n" +
 		"receives whole data paths, so patterns are refused without --target).",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "host", Usage: "the snapshot's host `NAME`; also the host restored onto unless --to is given"},
 		&cli.StringFlag{Name: "snapshot", Value: "latest", Usage: "snapshot `ID` (or a prefix) or latest"},
 		&cli.StringFlag{Name: "to", Usage: "restore onto configured host `NAME` instead (a new VPS)"},
-		&cli.BoolFlag{Name: "dry-run", Usage: "stage and verify on the agent, then remove the staging copy: nothing is swapped, no service is touched"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "stage and verify on the agent, then remove the staging copy: nothing is swapped, no service is touched; shows the path mapping"},
+		mapFlag,
+		replaceLiveFlag,
+		allowSpecialFlag,
 		&cli.StringFlag{Name: "target", Usage: "restore into local directory `DIR`, the same tree `restic restore` gives"},
 		patternFlag("include", "with --target: restore only what matches `PATTERN` (restic's --include; repeatable)"),
 		patternFlag("exclude", "with --target: restore all but what matches `PATTERN` (restic's --exclude; repeatable)"),
@@ -46,8 +52,8 @@ func runRestore(c *cli.Context) error {
 		return err
 	}
 	if c.String("target") != "" {
-		if c.String("to") != "" || c.Bool("dry-run") {
-			return configFailure(fmt.Errorf("--target restores locally; it cannot be combined with --to or --dry-run"))
+		if c.String("to") != "" || c.Bool("dry-run") || c.IsSet("map") || c.Bool("replace-live-data") {
+			return configFailure(fmt.Errorf("--target restores locally, the snapshot's paths below DIR; it cannot be combined with --to, --dry-run, --map or --replace-live-data"))
 		}
 		return restoreLocal(c, cfg)
 	}
@@ -82,7 +88,12 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, restore.AgentOptions{DryRun: c.Bool("dry-run"), Logf: logf})
+	opts, err := restoreFlags(c)
+	if err != nil {
+		return configFailure(err)
+	}
+	opts.DryRun, opts.Logf = c.Bool("dry-run"), logf
+	res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, opts)
 	if err != nil {
 		return hostFailure(err)
 	}
@@ -106,7 +117,39 @@ func progress(c *cli.Context, quiet bool) func(string, ...any) {
 	}
 }
 
+var (
+	mapFlag = &cli.GenericFlag{Name: "map", Value: &patternList{},
+		Usage: "put snapshot path `SRC=DST`: SRC (a path of the snapshot) goes to DST (a data path of the target, or a directory below one); repeatable. " +
+			"Not needed when both sides have the same paths, or one path each"}
+	replaceLiveFlag = &cli.BoolFlag{Name: "replace-live-data",
+		Usage: "restore onto a host that has data but no ready marker (a hand-built host): its data is replaced (kept as <path>.prev-<time>)"}
+	allowSpecialFlag = &cli.BoolFlag{Name: "allow-special",
+		Usage: "restore device nodes and setuid/setgid bits of files as the snapshot has them (default: device nodes skipped, the bits cleared, both listed)"}
+)
+
+// restoreFlags reads the flags restore and migrate share.
+func restoreFlags(c *cli.Context) (restore.AgentOptions, error) {
+	maps, err := restore.ParseMaps(patternValues(c, "map"))
+	if err != nil {
+		return restore.AgentOptions{}, err
+	}
+	return restore.AgentOptions{Maps: maps, ReplaceLiveData: c.Bool("replace-live-data"), AllowSpecial: c.Bool("allow-special")}, nil
+}
+
+// printMapping says where the snapshot's paths went, when they moved.
+func printMapping(w io.Writer, m *restore.Mapping) {
+	if m == nil || m.Identity() {
+		return
+	}
+	how := "mapped"
+	if m.Auto {
+		how = "auto-mapped (" + m.Reason + ")"
+	}
+	fmt.Fprintf(w, "  paths %s: %s\n", how, m)
+}
+
 func printAgentRestore(w io.Writer, res *restore.AgentResult) {
+	defer printMapping(w, res.Mapping)
 	o := res.Outcome
 	if o.DryRun {
 		fmt.Fprintf(w, "dry run: snapshot %s of %s staged and verified on %s (%d files, %s; %d chunks, %s on the wire) in %.2fs; staging removed, nothing swapped\n",
@@ -145,7 +188,7 @@ func restoreLocal(c *cli.Context, cfg *config.Config) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	res, err := restore.Local(ctx, r, sn, c.String("target"), sel, warn)
+	res, err := restore.Local(ctx, r, sn, c.String("target"), restore.LocalOptions{Select: sel, AllowSpecial: c.Bool("allow-special"), Warn: warn})
 	if err != nil {
 		return hostFailure(err)
 	}
