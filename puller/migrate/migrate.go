@@ -21,6 +21,8 @@ import (
 type Result struct {
 	From       string               `json:"from"`
 	To         string               `json:"to"`
+	DryRun     bool                 `json:"dry_run,omitempty"`
+	Mapping    *restore.Mapping     `json:"mapping,omitempty"`
 	Backup     *backup.Result       `json:"backup"`
 	Restore    *restore.AgentResult `json:"restore"`
 	Verify     *backup.Result       `json:"verify_backup"`
@@ -32,7 +34,14 @@ type Result struct {
 // Options say what to migrate.
 type Options struct {
 	From, To *config.Host // two different hosts
-	Logf     func(format string, args ...any)
+	// Restore holds the restore's path maps (nil: the same paths, or one
+	// path each mapped automatically), ReplaceLiveData and AllowSpecial;
+	// Run sets the rest.
+	Restore restore.AgentOptions
+	// DryRun backs nothing up: it stages and verifies From's latest
+	// snapshot on To, shows the mapping, and changes nothing.
+	DryRun bool
+	Logf   func(format string, args ...any)
 }
 
 // Run migrates opts.From's data onto opts.To through repository r, one
@@ -45,8 +54,27 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 		logf = func(string, ...any) {}
 	}
 	start := time.Now()
-	out := &Result{From: from.Name, To: to.Name}
+	out := &Result{From: from.Name, To: to.Name, DryRun: opts.DryRun}
+	ropts := opts.Restore
+	ropts.Logf = logf
 	var err error
+	if opts.DryRun {
+		sn, err := r.Find(ctx, from.Name, "latest")
+		if err != nil {
+			return out, fmt.Errorf("migrate --dry-run uses %s's latest snapshot: %w; back it up first with `haul backup --host %s`", from.Name, err, from.Name)
+		}
+		ropts.DryRun = true
+		out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, ropts)
+		if err != nil {
+			return out, fmt.Errorf("migrate --dry-run: %w", err)
+		}
+		out.Mapping = out.Restore.Mapping
+		out.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+		return out, nil
+	}
+	// The mapping is resolved against To's data paths when the restore
+	// session opens, before To receives anything: a wrong map costs only
+	// this backup, which is a snapshot like any other.
 	logf("migrate %s → %s: backing up %s", from.Name, to.Name, from.Name)
 	out.Backup, err = pull.Host(ctx, cfg, from, pull.HostOptions{Tags: []string{"migrate"}, Logf: logf, Repo: r})
 	if err != nil {
@@ -60,10 +88,12 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	if err != nil {
 		return out, err
 	}
-	out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, restore.AgentOptions{NoMarker: true, Logf: logf})
+	ropts.NoMarker = true
+	out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, ropts)
 	if err != nil {
 		return out, fmt.Errorf("migrate: %w", err)
 	}
+	out.Mapping = out.Restore.Mapping
 
 	logf("%s: backing up to verify the restored data", to.Name)
 	out.Verify, err = pull.Host(ctx, cfg, to, pull.HostOptions{Tags: []string{"migrate-verify"}, Logf: logf, Repo: r})
@@ -77,7 +107,8 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	if err != nil {
 		return out, err
 	}
-	out.Comparison, err = restore.CompareSnapshots(ctx, r, sn, verify)
+	// NEW holds OLD's data at the mapped places: compare through them.
+	out.Comparison, err = restore.CompareMapped(ctx, r, sn, verify, out.Restore.Mapping)
 	if err != nil {
 		return out, fmt.Errorf("migrate: compare snapshots: %w; %s is NOT marked ready", err, to.Name)
 	}

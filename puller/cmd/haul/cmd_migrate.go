@@ -8,6 +8,7 @@ import (
 
 	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/puller/migrate"
+	"github.com/haulproject/haul/puller/restore"
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,22 +17,35 @@ var cmdMigrate = &cli.Command{
 	Usage: "move a host's data to a new host: back up OLD, restore onto NEW, verify both trees match, then mark NEW ready",
 	Description: "The cut-over from one VPS to another (the hand-built one to the NixOS one). Stop the stack on OLD\n" +
 		"first if no write may be lost: the backup is consistent, but writes after it stay on OLD.\n" +
-		"NEW must have the same data_paths and must not be ready yet (or allow in-place restores).\n" +
+		"NEW must not be ready yet (or allow in-place restores). OLD's data paths go onto NEW's: the same paths\n" +
+		"stay, one path onto one other path is mapped automatically (a Pangolin config/ directory into config/ of\n" +
+		"the project directory), else --map SRC=DST for each; the mapping is checked before NEW receives anything.\n" +
+		"--dry-run uses OLD's latest snapshot, stages and verifies it on NEW and shows the mapping; nothing is swapped.\n" +
 		"Its ready marker is written only after a backup of NEW matches OLD's snapshot node by node\n" +
 		"(content, type, mode, mtime, owner, link target), so its stack never starts on unverified data.",
 	Flags: []cli.Flag{
 		&cli.StringFlag{Name: "from", Required: true, Usage: "the old host `NAME`"},
 		&cli.StringFlag{Name: "to", Required: true, Usage: "the new host `NAME`"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "no backup: stage and verify OLD's latest snapshot on NEW, show the mapping, change nothing"},
+		mapFlag,
+		replaceLiveFlag,
+		allowSpecialFlag,
 		jsonFlag,
 	},
 	Action: func(c *cli.Context) error {
-		return runMigrate(c, migrateOptions{From: c.String("from"), To: c.String("to"), JSON: c.Bool("json")})
+		ropts, err := restoreFlags(c)
+		if err != nil {
+			return configFailure(err)
+		}
+		return runMigrate(c, migrateOptions{From: c.String("from"), To: c.String("to"), JSON: c.Bool("json"), DryRun: c.Bool("dry-run"), Restore: ropts})
 	},
 }
 
 type migrateOptions struct {
 	From, To string
 	JSON     bool
+	DryRun   bool
+	Restore  restore.AgentOptions
 }
 
 func runMigrate(c *cli.Context, opts migrateOptions) error {
@@ -57,7 +71,7 @@ func runMigrate(c *cli.Context, opts migrateOptions) error {
 		return err
 	}
 	defer r.Close()
-	out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Logf: progress(c, opts.JSON)})
+	out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Restore: opts.Restore, DryRun: opts.DryRun, Logf: progress(c, opts.JSON)})
 	if err != nil {
 		if opts.JSON && out != nil && out.Comparison != nil && !out.Comparison.Equal() {
 			_ = printJSON(c.App.Writer, out)
@@ -66,6 +80,11 @@ func runMigrate(c *cli.Context, opts migrateOptions) error {
 	}
 	if opts.JSON {
 		return printJSON(c.App.Writer, out)
+	}
+	if out.DryRun {
+		fmt.Fprintf(c.App.Writer, "migrate %s → %s, dry run with %s's latest snapshot:\n", out.From, out.To, out.From)
+		printAgentRestore(c.App.Writer, out.Restore)
+		return nil
 	}
 	printMigrate(c.App.Writer, out)
 	return nil
@@ -88,6 +107,7 @@ func printMigrate(w io.Writer, m *migrate.Result) {
 	if len(o.Kept) > 0 {
 		fmt.Fprintf(w, "  previous data on %s kept as %s\n", m.To, strings.Join(o.Kept, ", "))
 	}
+	printMapping(w, m.Mapping)
 	fmt.Fprintf(w, "  verified: backup of %s (snapshot %s) equals snapshot %s in all %d nodes under %s\n",
 		m.To, m.Verify.SnapshotID[:8], b.SnapshotID[:8], m.Comparison.Nodes, strings.Join(m.Comparison.Paths, ", "))
 	fmt.Fprintf(w, "  %s marked ready: %s\n", m.To, m.Marker)
