@@ -31,8 +31,8 @@ func units(t *testing.T) []string {
 		}
 		files = append(files, m...)
 	}
-	if len(files) < 4 {
-		t.Fatalf("found units %v, want at least haul.service, haul.timer, haul-check.service, haul-check.timer", files)
+	if len(files) < 6 {
+		t.Fatalf("found units %v, want at least haul.service, haul.timer, haul-check.service, haul-check.timer, haul-agent-recover.service, haul-agent-recover.timer", files)
 	}
 	dir := t.TempDir()
 	var out []string
@@ -92,9 +92,9 @@ func TestServicesHardened(t *testing.T) {
 	}
 }
 
-// TestExecStartsAreHaulCommands runs each ExecStart= of the puller's units
-// with --help appended: haul rejects an unknown command or flag, so a unit
-// cannot drift from the CLI.
+// TestExecStartsAreHaulCommands runs each ExecStart= of the units with
+// --help appended: haul and haul-agent reject an unknown command or flag,
+// so a unit cannot drift from the CLI.
 func TestExecStartsAreHaulCommands(t *testing.T) {
 	bins := testenv.Binaries(t)
 	n := 0
@@ -107,7 +107,7 @@ func TestExecStartsAreHaulCommands(t *testing.T) {
 				continue
 			}
 			argv := strings.Fields(strings.ReplaceAll(strings.TrimLeft(line, "-"), "%%", "%"))
-			if argv[0] != filepath.Join(bins, "haul") {
+			if argv[0] != filepath.Join(bins, "haul") && argv[0] != filepath.Join(bins, "haul-agent") {
 				continue
 			}
 			n++
@@ -117,8 +117,8 @@ func TestExecStartsAreHaulCommands(t *testing.T) {
 			}
 		}
 	}
-	if n < 3 {
-		t.Fatalf("found %d haul ExecStart= lines, want at least 3", n)
+	if n < 4 {
+		t.Fatalf("found %d haul and haul-agent ExecStart= lines, want at least 4", n)
 	}
 }
 
