@@ -113,7 +113,7 @@
                 agentConfig = pkgs.writeText "haul-agent.json" vps.environment.etc."haul-agent/config.json".text;
               }
               ''
-                ${p.haul-agent}/bin/haul-agent check-config --config "$agentConfig" > $out
+                ${p.haul-agent}/bin/haul-agent check-config --offline --config "$agentConfig" > $out
               '';
 
           # A NixOS VM test: a VPS node with the agent module, a NAS node

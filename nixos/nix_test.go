@@ -174,7 +174,7 @@ func checkConfig(t *testing.T, agent, path string) (agentConfig, string, error) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, agent, "check-config", "--config", path)
+	cmd := exec.CommandContext(ctx, agent, "check-config", "--offline", "--config", path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

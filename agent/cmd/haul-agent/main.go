@@ -77,8 +77,15 @@ func main() {
 			},
 			{
 				Name:  "check-config",
-				Usage: "validate a config file and print it with defaults filled in",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"}},
+				Usage: "validate a config file, print it with defaults filled in, and check this host is ready for a first backup",
+				Description: "Prints the config (JSON) on stdout. Then, unless --offline, checks on this host what a first\n" +
+					"backup needs: every data path exists and is a directory; with a Docker quiesce, the Docker socket\n" +
+					"answers and the containers or the compose project exist; the state dir's file system has room for\n" +
+					"the mirror (a full copy of the data paths). Each check is a line on stderr. Exit 1 if any fails.",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"},
+					&cli.BoolFlag{Name: "offline", Usage: "only validate the file (for a config rendered away from its host, as in a Nix build)"},
+				},
 				Action: func(c *cli.Context) error {
 					cfg, err := agent.LoadConfig(c.String("config"))
 					if err != nil {
@@ -86,7 +93,21 @@ func main() {
 					}
 					enc := json.NewEncoder(c.App.Writer)
 					enc.SetIndent("", "  ")
-					return enc.Encode(cfg)
+					if err := enc.Encode(cfg); err != nil {
+						return err
+					}
+					if c.Bool("offline") {
+						return nil
+					}
+					checks, err := agent.CheckHost(c.Context, cfg)
+					for _, ch := range checks {
+						mark := "ok  "
+						if !ch.OK {
+							mark = "FAIL"
+						}
+						fmt.Fprintf(c.App.ErrWriter, "%s %s: %s\n", mark, ch.Name, ch.Detail)
+					}
+					return err
 				},
 			},
 		},
