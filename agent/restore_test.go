@@ -275,6 +275,14 @@ func begin(paths ...string) proto.RestoreBegin {
 	return proto.RestoreBegin{Snapshot: "0123456789abcdef", Host: "old", Time: time.Now(), Paths: paths}
 }
 
+// replacing is begin for a host whose unmarked data paths already hold
+// data (--replace-live-data).
+func replacing(paths ...string) proto.RestoreBegin {
+	b := begin(paths...)
+	b.ReplaceLiveData = true
+	return b
+}
+
 // snapshot is a test tree with its chunks.
 type snapshot struct {
 	tree  []item
@@ -788,7 +796,7 @@ func TestRestoreDiskFull(t *testing.T) {
 		n, blobs := big("huge", 3<<20)
 		p := startRestore(t, h, nil)
 		p.blobs = blobs
-		_, err := p.restore(begin(h.data), dataTree(h.data, time.Now(), n))
+		_, err := p.restore(replacing(h.data), dataTree(h.data, time.Now(), n))
 		var pe *proto.Error
 		if !errors.As(err, &pe) || pe.Code != proto.CodeNoSpace || !strings.Contains(pe.Message, "disk full on "+h.data) || !strings.Contains(pe.Message, "needs 3.0 MiB") {
 			t.Fatalf("got %v, want a disk-full error naming %s and the space needed", err, h.data)
@@ -810,7 +818,7 @@ func TestRestoreDiskFull(t *testing.T) {
 		n, blobs := big("big", 2<<20)
 		p := startRestore(t, h, nil)
 		p.blobs = blobs
-		if err := p.send(begin(h.data), dataTree(h.data, time.Now(), n)); err != nil {
+		if err := p.send(replacing(h.data), dataTree(h.data, time.Now(), n)); err != nil {
 			t.Fatal(err)
 		}
 		ids, err := p.wants()
