@@ -47,7 +47,7 @@ func CheckHost(ctx context.Context, cfg *Config) ([]HostCheck, error) {
 			add("data path "+p, false, "%v", err)
 			continue
 		case !fi.IsDir():
-			add("data path "+p, false, "%s is a %s, not a directory: data_paths lists directories", p, typeName(fi.Mode()))
+			add("data path "+p, false, "%s is a %s, not a directory: data_paths lists directories", p, kindOf(fi.Mode()))
 			continue
 		}
 		n, files, err := diskUsage(p)
@@ -179,4 +179,14 @@ func diskUsage(dir string) (int64, int64, error) {
 		return nil
 	})
 	return total, max(n-1, 0), err
+}
+
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsRegular():
+		return "file"
+	}
+	return m.Type().String()
 }
