@@ -122,7 +122,8 @@ func TestRestoreDiskFull(t *testing.T) {
 
 	n := newNAS(t, old.hostEntry(old.restoreKey), small.hostEntry(small.restoreKey))
 	n.haul("backup", "--host", "old")
-	out, errOut, code := n.haulCode("restore", "--host", "old", "--to", "small")
+	// small has live data and no marker: the restore must say it replaces it.
+	out, errOut, code := n.haulCode("restore", "--host", "old", "--to", "small", "--replace-live-data")
 	if code != 1 || !strings.Contains(errOut, "disk full on "+small.data) || !strings.Contains(errOut, "needs") || !strings.Contains(errOut, "live data is untouched") {
 		t.Fatalf("restore onto a full disk: exit %d\n%s%s", code, out, errOut)
 	}
