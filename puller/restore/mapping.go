@@ -78,6 +78,16 @@ func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/
 func ResolveMapping(snapshotPaths, targetPaths []string, explicit []PathMap, host string) (*Mapping, error) {
 	src := cleanPaths(snapshotPaths)
 	dst := cleanPaths(targetPaths)
+	// The target's paths come from its agent: only clean absolute paths
+	// make a tree it could take.
+	for _, d := range dst {
+		if !path.IsAbs(d) || path.Clean(d) != d || d == "/" {
+			return nil, fmt.Errorf("%s reports data path %q, which is not a clean absolute directory: check its agent config. Nothing was changed", host, d)
+		}
+	}
+	if len(dst) == 0 {
+		return nil, fmt.Errorf("%s reports no data paths: check its agent config. Nothing was changed", host)
+	}
 	if len(explicit) == 0 {
 		if slices.Equal(src, dst) {
 			m := &Mapping{}

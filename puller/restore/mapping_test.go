@@ -35,6 +35,9 @@ func TestResolveMapping(t *testing.T) {
 		{name: "unmapped left over", src: []string{"/a", "/b"}, dst: []string{"/c", "/d"}, explicit: maps("/a=/c"), errSubstr: []string{"snapshot path /b has no place on h"}},
 		{name: "target path left empty", src: []string{"/a"}, dst: []string{"/c", "/d"}, explicit: maps("/a=/c"), errSubstr: []string{"data path /d would receive nothing"}},
 		{name: "overlapping destinations", src: []string{"/a", "/b"}, dst: []string{"/c"}, explicit: maps("/a=/c", "/b=/c/x"), errSubstr: []string{"both land in"}},
+		{name: "agent reports a relative path", src: []string{"/a"}, dst: []string{"../etc"}, errSubstr: []string{"not a clean absolute directory"}},
+		{name: "agent reports the root", src: []string{"/a"}, dst: []string{"/"}, errSubstr: []string{"not a clean absolute directory"}},
+		{name: "agent reports nothing", src: []string{"/a"}, dst: nil, errSubstr: []string{"reports no data paths"}},
 		{name: "overlapping sources", src: []string{"/a"}, dst: []string{"/c", "/d"}, explicit: maps("/a=/c", "/a/x=/d"), errSubstr: []string{"overlap in the snapshot"}},
 	}
 	for _, tc := range cases {

@@ -234,3 +234,42 @@ func TestRestoreSpecialFiles(t *testing.T) {
 	n.haul("restore", "--host", "old", "--target", target, "--allow-special")
 	check("local restore --allow-special", filepath.Join(target, old.data), true)
 }
+
+// TestMigrateMapped migrates between hosts whose data paths differ: a
+// wrong --map is refused before NEW receives anything (NEW stays empty and
+// unmarked), the dry run shows the mapping and changes nothing, and the
+// real run verifies through the mapping and marks NEW ready.
+func TestMigrateMapped(t *testing.T) {
+	t.Parallel()
+	old := newVPS(t, "handbuilt", vpsOptions{})
+	fresh := newVPS(t, "nixos", vpsOptions{})
+	makeData(t, old.dir, 512<<10)
+	n := newNAS(t, old.hostEntry(old.restoreKey), fresh.hostEntry(fresh.restoreKey))
+
+	wrong := filepath.Join(filepath.Dir(fresh.data), "elsewhere")
+	out, errOut, code := n.haulCode("migrate", "--from", "handbuilt", "--to", "nixos", "--map", old.data+"="+wrong)
+	if code == 0 || !strings.Contains(errOut, wrong+" is not one of nixos's data paths") || !strings.Contains(errOut, "Nothing was changed") {
+		t.Errorf("migrate with a wrong --map: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := os.Lstat(filepath.Dir(fresh.data)); err == nil {
+		ents, _ := os.ReadDir(filepath.Dir(fresh.data))
+		t.Errorf("a refused migrate wrote on NEW: %v", ents)
+	}
+	if _, err := os.Stat(fresh.marker()); err == nil {
+		t.Error("a refused migrate wrote NEW's ready marker")
+	}
+
+	out = n.haul("migrate", "--from", "handbuilt", "--to", "nixos", "--dry-run")
+	if !strings.Contains(out, "dry run") || !strings.Contains(out, old.data+" → "+fresh.data) {
+		t.Errorf("migrate --dry-run output:\n%s", out)
+	}
+	if _, err := os.Lstat(fresh.data); err == nil {
+		t.Error("migrate --dry-run created NEW's data path")
+	}
+
+	out = n.haul("migrate", "--from", "handbuilt", "--to", "nixos")
+	if !strings.Contains(out, "auto-mapped") || !strings.Contains(out, "verified") || !strings.Contains(out, "nixos marked ready") {
+		t.Errorf("migrate output:\n%s", out)
+	}
+	sameTree(t, old.dir, fresh.dir)
+}
