@@ -23,7 +23,7 @@ var cmdRestore = &cli.Command{
 		"config sets allow_inplace_restore; a host with data but no ready marker (a hand-built one) refuses unless\n" +
 		"--replace-live-data is given (look first with --dry-run). The snapshot's data paths go onto the agent's:\n" +
 		"the same paths stay, one path onto one other path is mapped automatically, else --map SRC=DST each.\n" +
-		"Device nodes and setuid/setgid bits are restored only with --allow-special. With --target DIR the snapshot is restored locally, as `restic restore` would;\n" +
+		"Device nodes and setuid/setgid bits are restored only with --allow-special.\nWith --target DIR the snapshot is restored locally, as `restic restore` would;\n" +
 		"--include/--exclude PATTERN then restore part of it, with restic's pattern rules (an agent always\n" +
 		"receives whole data paths, so patterns are refused without --target).",
 	Flags: []cli.Flag{
