@@ -1,12 +1,17 @@
 // Package nixos_test checks the NixOS side of haul with Debian's nix-bin and
-// no nixpkgs: every .nix file parses, and the pure renderer behind
-// services.haul-agent (nixos/lib/agent-config.nix) produces configs that
-// haul-agent accepts and authorized_keys lines that grant exactly what they
-// should, through the real agent and a real sshd.
+// no nixpkgs: every .nix file parses; the modules and the VPS host evaluate
+// with nixos/tests/eval (a module system following nixpkgs' lib, against
+// typed declarations of the nixpkgs options they set) without colliding
+// with nixpkgs' own options; the rendered units pass systemd-analyze verify
+// and the compose file docker compose config; a switch recreates only the
+// containers whose files changed (real dockerd); the start script keeps
+// Pangolin's secret and settings; vendorHash matches go.sum; and the pure
+// renderer behind services.haul-agent (nixos/lib/agent-config.nix) produces
+// configs that haul-agent accepts and authorized_keys lines that grant
+// exactly what they should, through the real agent and a real sshd.
 //
-// The NixOS modules themselves, the system build and the VM test need
-// nixpkgs and network access; they run with `nix flake check` elsewhere
-// (docs/nixos.md).
+// The system build and the VM test need nixpkgs and network access; they
+// run with `nix flake check` elsewhere (docs/nixos.md).
 package nixos_test
 
 import (

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,9 +31,33 @@ const Hint = "apt-get install nix-bin"
 // its store, state and config live in a temp dir of t (root with the
 // default build-users-group would need nixbld users). Store paths made with
 // --read-write-mode stay there until t ends.
+//
+// All calls for one t share that store, so the same files get the same
+// store paths (a test can compare two generations' units).
 func Cmd(t testing.TB, ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
 	testenv.Require(t, "nix-instantiate", Hint)
+	dir := nixDir(t)
+	cmd := exec.CommandContext(ctx, "nix-instantiate", args...)
+	cmd.Env = append(os.Environ(),
+		"NIX_CONF_DIR="+filepath.Join(dir, "conf"),
+		"NIX_STATE_DIR="+filepath.Join(dir, "state"),
+		"NIX_STORE_DIR="+filepath.Join(dir, "store"),
+		"NIX_LOG_DIR="+filepath.Join(dir, "log"),
+		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
+		"HOME="+dir,
+	)
+	return cmd
+}
+
+var nixDirs sync.Map // testing.TB -> string
+
+// nixDir returns t's Nix state directory, made on first use.
+func nixDir(t testing.TB) string {
+	t.Helper()
+	if d, ok := nixDirs.Load(t); ok {
+		return d.(string)
+	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "conf")
 	if err := os.MkdirAll(conf, 0o755); err != nil {
@@ -41,16 +66,11 @@ func Cmd(t testing.TB, ctx context.Context, args ...string) *exec.Cmd {
 	if err := os.WriteFile(filepath.Join(conf, "nix.conf"), []byte("build-users-group =\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, "nix-instantiate", args...)
-	cmd.Env = append(os.Environ(),
-		"NIX_CONF_DIR="+conf,
-		"NIX_STATE_DIR="+filepath.Join(dir, "state"),
-		"NIX_STORE_DIR="+filepath.Join(dir, "store"),
-		"NIX_LOG_DIR="+filepath.Join(dir, "log"),
-		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
-		"HOME="+dir,
-	)
-	return cmd
+	if d, loaded := nixDirs.LoadOrStore(t, dir); loaded {
+		return d.(string)
+	}
+	t.Cleanup(func() { nixDirs.Delete(t) })
+	return dir
 }
 
 // NixString quotes s as a Nix string literal.

@@ -1,26 +1,40 @@
 # haul (the puller) and haul-agent, built from this repository with
 # buildGoModule. flake.nix calls this with callPackage.
 {
-  lib,
   buildGoModule,
   src,
   version,
 }:
 let
+  # The module download is a fixed-output derivation: its store path
+  # depends on its name and hash only. buildGoModule names it
+  # "<pname>-<version>-go-modules", and the flake's version carries the
+  # commit, so every commit would download all modules again. One
+  # version-free name for both packages makes it one derivation, fetched
+  # once per go.sum.
+  modAttrs = _: {
+    name = "haul-go-modules";
+    preBuild = "";
+  };
+
   common = {
     inherit src version;
 
-    # Keep vendorHash in step with go.sum: whenever go.mod or go.sum
-    # change, set it to lib.fakeHash, run `nix build .#haul`, and copy the
-    # "got: sha256-…" value Nix prints (docs/nixos.md, "Updating").
-    # One hash serves both packages: same go.mod, same module download.
-    vendorHash = lib.fakeHash;
+    # The module download's hash, computed without network by
+    # nixos/packages/vendor-hash.sh (what buildGoModule's module
+    # derivation does with proxyVendor, hashed as Nix hashes it). CI
+    # (go test ./nixos/ -run VendorHash) recomputes it and fails when
+    # go.mod/go.sum changed without it. One hash serves both packages:
+    # same go.mod, same module download.
+    vendorHash = "sha256-NAab80uK0ijMaEFCzjlgkr4EDOMCeFaQ9AszheKOmAs=";
 
     # proxyVendor keeps a Go module cache (not a vendor/ tree) as the
     # fixed-output derivation. The puller needs it: `go generate` copies
     # restic's internal packages out of the module cache, which a vendor/
     # tree does not hold in full.
     proxyVendor = true;
+
+    overrideModAttrs = modAttrs;
 
     # Static binaries: the agent runs on any VPS, the puller on TrueNAS.
     env.CGO_ENABLED = 0;
@@ -45,7 +59,7 @@ in
       '';
       # buildGoModule hands preBuild to the module download too; that
       # derivation only runs `go mod download` and must not generate.
-      overrideModAttrs = _: { preBuild = ""; };
+      overrideModAttrs = modAttrs;
 
       ldflags = [
         "-s"

@@ -189,7 +189,7 @@ in
         assert got == want, f"restored tree differs:\n--- vps\n{want}\n--- vps2\n{got}"
         vps2.succeed("test $(stat -c %a /var/lib/app/config/letsencrypt/acme.json) = 600")
         # The restore marks the machine ready: a stack gated like
-        # services.pangolin would start now.
+        # services.pangolin-compose would start now.
         vps2.succeed("test -f /var/lib/haul-agent/ready")
 
     with subtest("the snapshot restored into a directory on the NAS is the VPS's data"):

@@ -21,6 +21,12 @@
   tools ? { },
   agentPackage ? "/usr",
   repo ? ../../..,
+  # Our module files (an older checkout's, to show what the collision
+  # test says about it).
+  moduleFiles ? [
+    (repo + "/nixos/modules/haul-agent.nix")
+    (repo + "/nixos/modules/pangolin-compose.nix")
+  ],
 }:
 let
   lib = import ./lib.nix;
@@ -47,9 +53,7 @@ let
     ) { } declaredNames;
   };
 
-  ourModules = [
-    (repo + "/nixos/modules/haul-agent.nix")
-    (repo + "/nixos/modules/pangolin-compose.nix")
+  ourModules = moduleFiles ++ [
     { services.haul-agent.package = lib.mkDefault { type = "derivation"; name = "haul-agent"; outPath = agentPackage; }; }
   ];
 

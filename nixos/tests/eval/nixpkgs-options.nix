@@ -185,18 +185,19 @@ let
     };
   };
 
-  # sshd.nix settings: a freeform submodule with a few typed keys.
+  # sshd.nix settings: a freeform submodule with a few typed keys (current
+  # nixpkgs types them nullOr: null leaves the key out of sshd_config).
   sshdSettings = types.submodule {
     freeformType = types.attrsOf (types.nullOr (types.oneOf [ types.bool types.int types.str (types.listOf types.str) ]));
     options = {
-      PasswordAuthentication = mkOption { type = types.bool; default = true; };
-      KbdInteractiveAuthentication = mkOption { type = types.bool; default = true; };
+      PasswordAuthentication = mkOption { type = types.nullOr types.bool; default = true; };
+      KbdInteractiveAuthentication = mkOption { type = types.nullOr types.bool; default = true; };
       PermitRootLogin = mkOption {
-        type = types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ];
+        type = types.nullOr (types.enum [ "yes" "without-password" "prohibit-password" "forced-commands-only" "no" ]);
         default = "prohibit-password";
       };
-      X11Forwarding = mkOption { type = types.bool; default = false; };
-      UseDns = mkOption { type = types.bool; default = false; };
+      X11Forwarding = mkOption { type = types.nullOr types.bool; default = false; };
+      UseDns = mkOption { type = types.nullOr types.bool; default = false; };
     };
   };
 
