@@ -39,6 +39,16 @@ type evalResult struct {
 		AllowedUDPPorts []int `json:"allowedUDPPorts"`
 	} `json:"firewall"`
 	DataPaths []string `json:"dataPaths"`
+	Checks    []string `json:"checks"`
+	VM        struct {
+		FailedAssertions []string `json:"failedAssertions"`
+		Checks           []string `json:"checks"`
+		MemorySize       int      `json:"memorySize"`
+		ForwardPorts     []struct {
+			Host  struct{ Port int } `json:"host"`
+			Guest struct{ Port int } `json:"guest"`
+		} `json:"forwardPorts"`
+	} `json:"vm"`
 }
 
 // evalHost evaluates nixosConfigurations.vps's modules (the Hetzner host,
@@ -145,6 +155,17 @@ func TestHostConfigurationEvaluates(t *testing.T) {
 	}
 	if !slices.Equal(r.DataPaths, []string{"/var/lib/pangolin"}) {
 		t.Errorf("haul-agent dataPaths %v", r.DataPaths)
+	}
+	// The example site.nix stops a real build (system.checks), not the VM
+	// variant (`nix run .#vm`), whose qemu-vm.nix options must exist too.
+	if !slices.Equal(r.Checks, []string{"nixos-hosts-hetzner-site-nix-is-the-example"}) {
+		t.Errorf("system.checks %v, want the example-site refusal", r.Checks)
+	}
+	if len(r.VM.FailedAssertions) > 0 || len(r.VM.Checks) > 0 {
+		t.Errorf("vmVariant: failed assertions %v, checks %v", r.VM.FailedAssertions, r.VM.Checks)
+	}
+	if r.VM.MemorySize != 2048 || len(r.VM.ForwardPorts) != 3 || r.VM.ForwardPorts[0].Host.Port != 2222 || r.VM.ForwardPorts[0].Guest.Port != 22 {
+		t.Errorf("vmVariant: memorySize %d, forwardPorts %+v", r.VM.MemorySize, r.VM.ForwardPorts)
 	}
 
 	// Without the host's openFirewall, the module opens nothing (nixpkgs'

@@ -30,35 +30,14 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/internal/testenv"
+	"github.com/haulproject/haul/nixos/nixeval"
 	"golang.org/x/crypto/ssh"
 )
 
-const nixHint = "apt-get install nix-bin"
-
-// nixCmd runs nix-instantiate without a daemon: root with the default
-// build-users-group would need nixbld users, and the state and store
-// directories must be writable, so all of it lives in temp dirs.
+// nixCmd runs nix-instantiate without a daemon (nixeval.Cmd).
 func nixCmd(t *testing.T, ctx context.Context, args ...string) *exec.Cmd {
 	t.Helper()
-	testenv.Require(t, "nix-instantiate", nixHint)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "conf")
-	if err := os.MkdirAll(conf, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(conf, "nix.conf"), []byte("build-users-group =\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, "nix-instantiate", args...)
-	cmd.Env = append(os.Environ(),
-		"NIX_CONF_DIR="+conf,
-		"NIX_STATE_DIR="+filepath.Join(dir, "state"),
-		"NIX_STORE_DIR="+filepath.Join(dir, "store"),
-		"NIX_LOG_DIR="+filepath.Join(dir, "log"),
-		"XDG_CACHE_HOME="+filepath.Join(dir, "cache"),
-		"HOME="+dir,
-	)
-	return cmd
+	return nixeval.Cmd(t, ctx, args...)
 }
 
 // TestEveryNixFileParses runs `nix-instantiate --parse` on every .nix file

@@ -115,8 +115,10 @@ in
         say "could not merge $target with the module's settings (is it valid YAML with a mapping at the top?)"
         exit 1
       fi
-    else
-      "$yq" -y "$@" ". | $post" "$template" >"$tmp"
+    elif ! "$yq" -y "$@" ". | $post" "$template" >"$tmp"; then
+      rm -f "$tmp"
+      say "could not render $target"
+      exit 1
     fi
     printf '%s\n' "$tmp"
   }

@@ -65,14 +65,44 @@ let
     (repo + "/nixos/hosts/hetzner")
   ];
 
-  eval = lib.evalModules {
-    modules = [ ./nixpkgs-options.nix nativeDeclarations ] ++ ourModules ++ (if host then hostModules else [ ]) ++ modules;
-    specialArgs = {
-      inherit pkgs;
-      modulesPath = ./modules-path;
+  allModules = [ ./nixpkgs-options.nix nativeDeclarations ] ++ ourModules ++ (if host then hostModules else [ ]) ++ modules;
+  specialArgs = {
+    inherit pkgs;
+    modulesPath = ./modules-path;
+  };
+  eval = lib.evalModules { modules = allModules; inherit specialArgs; };
+  inherit (eval) config;
+
+  # virtualisation.vmVariant (nixos/modules/virtualisation/build-vm.nix)
+  # is the same configuration extended with qemu-vm.nix and the
+  # vmVariant definitions; these are the qemu-vm.nix options the host
+  # sets there, as that file declares them.
+  qemuVmDeclarations = {
+    _file = "nixos/modules/virtualisation/qemu-vm.nix (declarations)";
+    options.virtualisation = with lib; {
+      memorySize = mkOption { type = types.ints.positive; default = 1024; };
+      diskSize = mkOption { type = types.nullOr types.ints.positive; default = 1024; };
+      forwardPorts = mkOption {
+        type = types.listOf (
+          types.submodule {
+            options = {
+              from = mkOption { type = types.enum [ "host" "guest" ]; default = "host"; };
+              proto = mkOption { type = types.enum [ "tcp" "udp" ]; default = "tcp"; };
+              host.address = mkOption { type = types.str; default = ""; };
+              host.port = mkOption { type = types.port; };
+              guest.address = mkOption { type = types.str; default = ""; };
+              guest.port = mkOption { type = types.port; };
+            };
+          }
+        );
+        default = [ ];
+      };
     };
   };
-  inherit (eval) config;
+  vm = lib.evalModules {
+    modules = allModules ++ [ qemuVmDeclarations config.virtualisation.vmVariant ];
+    inherit specialArgs;
+  };
 
   ours = builtins.filter (d: !(lib.hasPrefix (toString ./.) d.file)) eval.declarations;
   nixpkgsNames = declaredNames ++ map (d: d.path) (builtins.filter (d: d.file == toString ./nixpkgs-options.nix) eval.declarations);
@@ -91,5 +121,12 @@ in
     firewall = config.networking.firewall;
     inherit (config.services.haul-agent) dataPaths;
     authorizedKeys = builtins.mapAttrs (_: u: u.openssh.authorizedKeys.keys) config.users.users;
+    # system.checks: the example site.nix refuses to build (not in the VM).
+    checks = map (c: c.name) config.system.checks;
+    vm = {
+      failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) vm.config.assertions);
+      checks = map (c: c.name) vm.config.system.checks;
+      inherit (vm.config.virtualisation) memorySize diskSize forwardPorts;
+    };
   };
 }

@@ -26,8 +26,12 @@
 #   system.checks, system.stateVersion
 #                               nixos/modules/system/activation/top-level.nix, misc/version.nix
 #   nixpkgs.hostPlatform        nixos/modules/misc/nixpkgs.nix
-#   virtualisation.vmVariant    nixos/modules/virtualisation/build-vm.nix (a whole
-#                               NixOS configuration; deferred here, see docs/nixos.md)
+#   virtualisation.vmVariant    nixos/modules/virtualisation/build-vm.nix: the same
+#                               configuration extended with qemu-vm.nix; deferred here
+#                               and evaluated by ./default.nix with qemu-vm.nix's
+#                               memorySize, diskSize and forwardPorts declarations
+#   (security.wrappers and virtualisation.oci-containers, also read, are set by
+#   none of our modules.)
 #   disko.devices.disk          disko lib/types/{disk,gpt,filesystem}.nix
 { lib, ... }:
 let
