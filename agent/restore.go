@@ -84,7 +84,7 @@ func (s *session) refuseRestore(b *proto.RestoreBegin) error {
 	if !s.Config.Ready() && !s.Config.AllowInplaceRestore && !b.ReplaceLiveData && !b.DryRun {
 		if live := liveDataPaths(s.Config.DataPaths); len(live) > 0 {
 			return proto.Errorf(proto.CodeRefused, "host %s has data in %s but no ready marker (%s): it was set up by other means (by hand, or its marker was removed), and this restore would replace that data. Nothing was changed. "+
-				"To see what would change: run the same `haul restore` with --dry-run (stages and verifies the snapshot beside the data, touches nothing), and back this host up and `haul diff` that snapshot with the one to restore. "+
+				"To see what would change: run the same `haul restore` with --dry-run (stages and verifies the snapshot beside the data, lists what the swap would change, touches nothing), or back this host up and `haul diff` that snapshot with the one to restore. "+
 				"To proceed: add --replace-live-data (the current data is kept as <path>.prev-<time>), or set \"allow_inplace_restore\": true in the agent config",
 				s.Config.Host, strings.Join(live, ", "), s.Config.ReadyMarker)
 		}
@@ -188,6 +188,15 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	res.Files, res.Dirs, res.Bytes = st.Counts()
 
 	if b.DryRun {
+		// What the swap would replace: an operator looks here before
+		// --replace-live-data.
+		if len(liveDataPaths(s.Config.DataPaths)) > 0 {
+			changes, n, err := st.LiveChanges()
+			if err != nil {
+				st.Warn("%v", err)
+			}
+			res.Changes, res.ChangeCount = changes, n
+		}
 		// Removed before answering, so the staging copy is gone when the
 		// puller reports the dry run done.
 		if err := st.Remove(); err != nil {

@@ -293,6 +293,10 @@ type RestoreResult struct {
 	// setuid/setgid bits were cleared (each listed in Warnings, up to 50).
 	DevicesSkipped int `json:"devices_skipped,omitempty"`
 	SetidCleared   int `json:"setid_cleared,omitempty"`
+	// A dry run onto live data: what the swap would change (at most 50
+	// lines) and how many entries in all.
+	Changes     []string `json:"changes,omitempty"`
+	ChangeCount int      `json:"change_count,omitempty"`
 }
 
 // Mark asks the agent to write its ready marker without restoring

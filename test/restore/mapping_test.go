@@ -141,7 +141,11 @@ func TestRestoreRefusesUnmarkedLiveHost(t *testing.T) {
 		t.Errorf("a refused restore left %v", s)
 	}
 
-	n.haul("restore", "--host", "vps", "--dry-run")
+	// The dry run says what the swap would change: the edited file.
+	out = n.haul("restore", "--host", "vps", "--dry-run")
+	if !strings.Contains(out, "the swap would change the live data in 1 places") || !strings.Contains(out, v.data+"/config/config.yml: ") {
+		t.Errorf("dry run onto live data does not show the change:\n%s", out)
+	}
 	sameTree(t, live, v.dir)
 
 	res := n.restore("--host", "vps", "--replace-live-data")

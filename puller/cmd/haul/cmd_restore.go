@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,6 +156,17 @@ func printAgentRestore(w io.Writer, res *restore.AgentResult) {
 		fmt.Fprintf(w, "dry run: snapshot %s of %s staged and verified on %s (%d files, %s; %d chunks, %s on the wire) in %.2fs; staging removed, nothing swapped\n",
 			res.Snapshot[:8], res.SnapshotHost, res.Target, o.Files, units.Bytes(o.Bytes), res.ChunksSent,
 			units.Bytes(res.Wire.BytesIn+res.Wire.BytesOut), res.DurationMS/1000)
+		if o.ChangeCount > 0 {
+			// The agent's words: quoted, so nothing in a path reaches the
+			// terminal raw.
+			fmt.Fprintf(w, "  the swap would change the live data in %d places (it is kept as <path>.prev-<time>):\n", o.ChangeCount)
+			for _, c := range o.Changes {
+				fmt.Fprintf(w, "    %s\n", strconv.Quote(c)[1:len(strconv.Quote(c))-1])
+			}
+			if n := o.ChangeCount - len(o.Changes); n > 0 {
+				fmt.Fprintf(w, "    … and %d more\n", n)
+			}
+		}
 		return
 	}
 	fmt.Fprintf(w, "restored snapshot %s of %s onto %s: %d files, %s (%d chunks, %s on the wire) in %.2fs\n",
