@@ -41,6 +41,9 @@ type Request struct {
 	Query  url.Values
 	Body   string
 	Status int
+	// UserAgent names the client: hcloud-go adds the application
+	// ("hcloud-terraform/<version>" for the provider, "haul/<version>").
+	UserAgent string
 }
 
 func (r Request) String() string {
@@ -58,20 +61,52 @@ type Server struct {
 
 	srv *httptest.Server
 
-	mu          sync.Mutex
-	log         []Request
-	nextID      int64
-	now         func() time.Time
-	ipv4Pool    []string
-	ipv6Next    int
-	locations   []schema.Location
-	serverTypes []schema.ServerType
-	images      []schema.Image
-	sshKeys     map[int64]*schema.SSHKey
-	firewalls   map[int64]*schema.Firewall
-	primaryIPs  map[int64]*schema.PrimaryIP
-	servers     map[int64]*schema.Server
-	actions     map[int64]*schema.Action
+	mu  sync.Mutex
+	log []Request
+	now func() time.Time
+	State
+}
+
+// State is everything the fake API holds. Tests change it behind the
+// API's back (as someone in Hetzner's console would) with Edit.
+type State struct {
+	NextID      int64
+	IPv4Pool    []string
+	IPv6Next    int
+	Locations   []schema.Location
+	ServerTypes []schema.ServerType
+	Images      []schema.Image
+	SSHKeys     map[int64]*schema.SSHKey
+	Firewalls   map[int64]*schema.Firewall
+	PrimaryIPs  map[int64]*schema.PrimaryIP
+	Servers     map[int64]*schema.Server
+	Actions     map[int64]*schema.Action
+}
+
+// Edit changes the state directly, under the API's lock.
+func (s *Server) Edit(f func(st *State)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.State)
+}
+
+// Checkpoint saves the state; the returned function puts it back.
+func (s *Server) Checkpoint() (restore func()) {
+	s.mu.Lock()
+	b, err := json.Marshal(s.State)
+	s.mu.Unlock()
+	if err != nil {
+		panic(err)
+	}
+	return func() {
+		var st State
+		if err := json.Unmarshal(b, &st); err != nil {
+			panic(err)
+		}
+		s.mu.Lock()
+		s.State = st
+		s.mu.Unlock()
+	}
 }
 
 // Option configures a Server.
@@ -79,22 +114,20 @@ type Option func(*Server)
 
 // WithIPv4Pool sets the addresses primary IPv4s get, in order (default
 // documentation addresses from 203.0.113.0/24).
-func WithIPv4Pool(ips ...string) Option { return func(s *Server) { s.ipv4Pool = ips } }
+func WithIPv4Pool(ips ...string) Option { return func(s *Server) { s.IPv4Pool = ips } }
 
 // Start starts a fake API for token; it stops when the test ends.
 func Start(t testing.TB, token string, opts ...Option) *Server {
-	s := &Server{
-		Token:      token,
-		nextID:     1000,
-		now:        time.Now,
-		sshKeys:    map[int64]*schema.SSHKey{},
-		firewalls:  map[int64]*schema.Firewall{},
-		primaryIPs: map[int64]*schema.PrimaryIP{},
-		servers:    map[int64]*schema.Server{},
-		actions:    map[int64]*schema.Action{},
-	}
+	s := &Server{Token: token, now: time.Now, State: State{
+		NextID:     1000,
+		SSHKeys:    map[int64]*schema.SSHKey{},
+		Firewalls:  map[int64]*schema.Firewall{},
+		PrimaryIPs: map[int64]*schema.PrimaryIP{},
+		Servers:    map[int64]*schema.Server{},
+		Actions:    map[int64]*schema.Action{},
+	}}
 	for i := 10; i < 60; i++ {
-		s.ipv4Pool = append(s.ipv4Pool, fmt.Sprintf("203.0.113.%d", i))
+		s.IPv4Pool = append(s.IPv4Pool, fmt.Sprintf("203.0.113.%d", i))
 	}
 	for _, o := range opts {
 		o(s)
@@ -106,14 +139,14 @@ func Start(t testing.TB, token string, opts ...Option) *Server {
 	return s
 }
 
-func (s *Server) id() int64 { s.nextID++; return s.nextID }
+func (s *Server) id() int64 { s.NextID++; return s.NextID }
 
 // catalog is a small copy of Hetzner's public catalog: three locations,
 // the current x86 type cx23 and an Arm type everywhere, cx22 deprecated
 // (as Hetzner announced in 2025) and unavailable after a date in the
 // past, and Debian images.
 func (s *Server) catalog() {
-	s.locations = []schema.Location{
+	s.Locations = []schema.Location{
 		{ID: 1, Name: "fsn1", Description: "Falkenstein DC Park 1", Country: "DE", City: "Falkenstein", Latitude: 50.47612, Longitude: 12.370071, NetworkZone: "eu-central"},
 		{ID: 2, Name: "nbg1", Description: "Nuremberg DC Park 1", Country: "DE", City: "Nuremberg", Latitude: 49.452102, Longitude: 11.076665, NetworkZone: "eu-central"},
 		{ID: 3, Name: "hel1", Description: "Helsinki DC Park 1", Country: "FI", City: "Helsinki", Latitude: 60.169855, Longitude: 24.938379, NetworkZone: "eu-central"},
@@ -121,7 +154,7 @@ func (s *Server) catalog() {
 	st := func(id int64, name, arch string, cores int, mem float32, disk int, deprecated bool) schema.ServerType {
 		t := schema.ServerType{ID: id, Name: name, Description: strings.ToUpper(name), Category: "cost_optimized", Cores: cores, Memory: mem, Disk: disk,
 			StorageType: "local", CPUType: "shared", Architecture: arch}
-		for _, l := range s.locations {
+		for _, l := range s.Locations {
 			loc := schema.ServerTypeLocation{ID: l.ID, Name: l.Name, Available: !deprecated}
 			if deprecated {
 				loc.Deprecation = &schema.DeprecationInfo{
@@ -134,7 +167,7 @@ func (s *Server) catalog() {
 		}
 		return t
 	}
-	s.serverTypes = []schema.ServerType{
+	s.ServerTypes = []schema.ServerType{
 		st(22, "cx22", "x86", 2, 4, 40, true),
 		st(114, "cx23", "x86", 2, 4, 40, false),
 		st(45, "cax11", "arm", 2, 4, 40, false),
@@ -145,7 +178,7 @@ func (s *Server) catalog() {
 		return schema.Image{ID: id, Status: "available", Type: "system", Name: &n, Description: "Debian " + version,
 			DiskSize: 5, Created: &created, OSFlavor: "debian", OSVersion: &version, Architecture: arch, RapidDeploy: true, Labels: map[string]string{}}
 	}
-	s.images = []schema.Image{
+	s.Images = []schema.Image{
 		img(114690387, "debian-12", "x86", "12"),
 		img(114690389, "debian-12", "arm", "12"),
 		img(161547269, "debian-13", "x86", "13"),
@@ -157,13 +190,13 @@ func (s *Server) catalog() {
 func (s *Server) SetServerTypeAvailable(name, location string, available bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.serverTypes {
-		if s.serverTypes[i].Name != name {
+	for i := range s.ServerTypes {
+		if s.ServerTypes[i].Name != name {
 			continue
 		}
-		for j := range s.serverTypes[i].Locations {
-			if s.serverTypes[i].Locations[j].Name == location {
-				s.serverTypes[i].Locations[j].Available = available
+		for j := range s.ServerTypes[i].Locations {
+			if s.ServerTypes[i].Locations[j].Name == location {
+				s.ServerTypes[i].Locations[j].Available = available
 			}
 		}
 	}
@@ -201,12 +234,12 @@ func Mutating(reqs []Request) []Request {
 	return out
 }
 
-// Servers returns the servers, by ID.
-func (s *Server) Servers() map[int64]schema.Server {
+// ServerMap returns the servers, by ID.
+func (s *Server) ServerMap() map[int64]schema.Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[int64]schema.Server{}
-	for id, v := range s.servers {
+	for id, v := range s.Servers {
 		out[id] = *v
 	}
 	return out
@@ -214,7 +247,7 @@ func (s *Server) Servers() map[int64]schema.Server {
 
 // ServerByName returns the server named name, if any.
 func (s *Server) ServerByName(name string) (schema.Server, bool) {
-	for _, v := range s.Servers() {
+	for _, v := range s.ServerMap() {
 		if v.Name == name {
 			return v, true
 		}
@@ -226,7 +259,7 @@ func (s *Server) ServerByName(name string) (schema.Server, bool) {
 func (s *Server) PrimaryIPByName(name string) (schema.PrimaryIP, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, v := range s.primaryIPs {
+	for _, v := range s.PrimaryIPs {
 		if v.Name == name {
 			return *v, true
 		}
@@ -234,22 +267,36 @@ func (s *Server) PrimaryIPByName(name string) (schema.PrimaryIP, bool) {
 	return schema.PrimaryIP{}, false
 }
 
-// Firewalls returns the firewalls.
-func (s *Server) Firewalls() []schema.Firewall {
+// FirewallList returns the firewalls.
+func (s *Server) FirewallList() []schema.Firewall {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []schema.Firewall
-	for _, v := range s.firewalls {
+	for _, v := range s.Firewalls {
 		out = append(out, *v)
 	}
 	return out
+}
+
+// RemoveServer deletes a server behind the API's back (someone did it in
+// the console), with the API's rules: its primary IPs are unassigned.
+func (st *State) RemoveServer(id int64) {
+	for _, p := range st.PrimaryIPs {
+		if p.AssigneeID != nil && *p.AssigneeID == id {
+			p.AssigneeID = nil
+		}
+	}
+	for _, f := range st.Firewalls {
+		f.AppliedTo = slices.DeleteFunc(f.AppliedTo, func(r schema.FirewallResource) bool { return r.Server != nil && r.Server.ID == id })
+	}
+	delete(st.Servers, id)
 }
 
 // SetServerLocked sets a server's locked flag (an action running on it).
 func (s *Server) SetServerLocked(id int64, locked bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if v := s.servers[id]; v != nil {
+	if v := s.Servers[id]; v != nil {
 		v.Locked = locked
 	}
 }
@@ -276,7 +323,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1")
 	status, resp := s.handle(r, path, body)
 	s.mu.Lock()
-	s.log = append(s.log, Request{Method: r.Method, Path: path, Query: r.URL.Query(), Body: string(body), Status: status})
+	s.log = append(s.log, Request{Method: r.Method, Path: path, Query: r.URL.Query(), Body: string(body), Status: status, UserAgent: r.UserAgent()})
 	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -306,7 +353,7 @@ func decode(body []byte, v any) *apiError {
 func (s *Server) route(method, path string, q url.Values, body []byte) (int, any, *apiError) {
 	if m := reGetAction.FindStringSubmatch(path); m != nil && method == http.MethodGet {
 		id, _ := strconv.ParseInt(m[2], 10, 64)
-		a := s.actions[id]
+		a := s.Actions[id]
 		if a == nil {
 			return 0, nil, errorf(404, "not_found", "action %d not found", id)
 		}
@@ -390,7 +437,7 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 	switch kind {
 	case "locations":
 		var out []schema.Location
-		for _, l := range s.locations {
+		for _, l := range s.Locations {
 			if name == "" || l.Name == name {
 				out = append(out, l)
 			}
@@ -398,7 +445,7 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		return list("locations", out)
 	case "server_types":
 		var out []schema.ServerType
-		for _, t := range s.serverTypes {
+		for _, t := range s.ServerTypes {
 			if name == "" || t.Name == name {
 				out = append(out, t)
 			}
@@ -406,7 +453,7 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		return list("server_types", out)
 	case "images":
 		var out []schema.Image
-		for _, im := range s.images {
+		for _, im := range s.Images {
 			if name != "" && (im.Name == nil || *im.Name != name) {
 				continue
 			}
@@ -430,8 +477,8 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		return list("images", out)
 	case "ssh_keys":
 		var out []schema.SSHKey
-		for _, id := range sortedIDs(s.sshKeys) {
-			k := s.sshKeys[id]
+		for _, id := range sortedIDs(s.SSHKeys) {
+			k := s.SSHKeys[id]
 			if (name == "" || k.Name == name) && (q.Get("fingerprint") == "" || k.Fingerprint == q.Get("fingerprint")) && labelsMatch(k.Labels, sel) {
 				out = append(out, *k)
 			}
@@ -439,16 +486,16 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		return list("ssh_keys", out)
 	case "firewalls":
 		var out []schema.Firewall
-		for _, id := range sortedIDs(s.firewalls) {
-			if f := s.firewalls[id]; (name == "" || f.Name == name) && labelsMatch(f.Labels, sel) {
+		for _, id := range sortedIDs(s.Firewalls) {
+			if f := s.Firewalls[id]; (name == "" || f.Name == name) && labelsMatch(f.Labels, sel) {
 				out = append(out, *f)
 			}
 		}
 		return list("firewalls", out)
 	case "primary_ips":
 		var out []schema.PrimaryIP
-		for _, id := range sortedIDs(s.primaryIPs) {
-			p := s.primaryIPs[id]
+		for _, id := range sortedIDs(s.PrimaryIPs) {
+			p := s.PrimaryIPs[id]
 			if (name == "" || p.Name == name) && (q.Get("ip") == "" || p.IP == q.Get("ip")) && labelsMatch(p.Labels, sel) {
 				out = append(out, *p)
 			}
@@ -456,8 +503,8 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		return list("primary_ips", out)
 	case "servers":
 		var out []schema.Server
-		for _, id := range sortedIDs(s.servers) {
-			v := s.servers[id]
+		for _, id := range sortedIDs(s.Servers) {
+			v := s.Servers[id]
 			if (name == "" || v.Name == name) && labelsMatch(v.Labels, sel) && (len(q["status"]) == 0 || slices.Contains(q["status"], v.Status)) {
 				out = append(out, *v)
 			}
@@ -467,7 +514,7 @@ func (s *Server) list(kind string, q url.Values) (int, any, *apiError) {
 		var out []schema.Action
 		for _, sid := range q["id"] {
 			id, _ := strconv.ParseInt(sid, 10, 64)
-			if a := s.actions[id]; a != nil && (len(q["status"]) == 0 || slices.Contains(q["status"], a.Status)) {
+			if a := s.Actions[id]; a != nil && (len(q["status"]) == 0 || slices.Contains(q["status"], a.Status)) {
 				out = append(out, *a)
 			}
 		}
@@ -480,41 +527,41 @@ func (s *Server) get(kind string, id int64) (int, any, *apiError) {
 	notFound := errorf(404, "not_found", "%s with ID %d not found", strings.TrimSuffix(kind, "s"), id)
 	switch kind {
 	case "locations":
-		for _, l := range s.locations {
+		for _, l := range s.Locations {
 			if l.ID == id {
 				return 200, schema.LocationGetResponse{Location: l}, nil
 			}
 		}
 	case "server_types":
-		for _, t := range s.serverTypes {
+		for _, t := range s.ServerTypes {
 			if t.ID == id {
 				return 200, schema.ServerTypeGetResponse{ServerType: t}, nil
 			}
 		}
 	case "images":
-		for _, im := range s.images {
+		for _, im := range s.Images {
 			if im.ID == id {
 				return 200, schema.ImageGetResponse{Image: im}, nil
 			}
 		}
 	case "ssh_keys":
-		if k := s.sshKeys[id]; k != nil {
+		if k := s.SSHKeys[id]; k != nil {
 			return 200, schema.SSHKeyGetResponse{SSHKey: *k}, nil
 		}
 	case "firewalls":
-		if f := s.firewalls[id]; f != nil {
+		if f := s.Firewalls[id]; f != nil {
 			return 200, schema.FirewallGetResponse{Firewall: *f}, nil
 		}
 	case "primary_ips":
-		if p := s.primaryIPs[id]; p != nil {
+		if p := s.PrimaryIPs[id]; p != nil {
 			return 200, schema.PrimaryIPGetResponse{PrimaryIP: *p}, nil
 		}
 	case "servers":
-		if v := s.servers[id]; v != nil {
+		if v := s.Servers[id]; v != nil {
 			return 200, schema.ServerGetResponse{Server: *v}, nil
 		}
 	case "actions":
-		if a := s.actions[id]; a != nil {
+		if a := s.Actions[id]; a != nil {
 			return 200, schema.ActionGetResponse{Action: *a}, nil
 		}
 	}
@@ -525,7 +572,7 @@ func (s *Server) get(kind string, id int64) (int, any, *apiError) {
 func (s *Server) action(command string, res ...schema.ActionResourceReference) schema.Action {
 	now := s.now()
 	a := &schema.Action{ID: s.id(), Status: "success", Command: command, Progress: 100, Started: now, Finished: &now, Resources: res}
-	s.actions[a.ID] = a
+	s.Actions[a.ID] = a
 	return *a
 }
 
@@ -534,7 +581,7 @@ func ref(typ string, id int64) schema.ActionResourceReference {
 }
 
 func (s *Server) location(name string) (schema.Location, bool) {
-	for _, l := range s.locations {
+	for _, l := range s.Locations {
 		if l.Name == name || strconv.FormatInt(l.ID, 10) == name {
 			return l, true
 		}
@@ -552,25 +599,25 @@ func labels(l *map[string]string) map[string]string {
 func (s *Server) nameTaken(kind, name string) bool {
 	switch kind {
 	case "ssh_keys":
-		for _, k := range s.sshKeys {
+		for _, k := range s.SSHKeys {
 			if k.Name == name {
 				return true
 			}
 		}
 	case "firewalls":
-		for _, f := range s.firewalls {
+		for _, f := range s.Firewalls {
 			if f.Name == name {
 				return true
 			}
 		}
 	case "primary_ips":
-		for _, p := range s.primaryIPs {
+		for _, p := range s.PrimaryIPs {
 			if p.Name == name {
 				return true
 			}
 		}
 	case "servers":
-		for _, v := range s.servers {
+		for _, v := range s.Servers {
 			if v.Name == name {
 				return true
 			}
@@ -590,7 +637,7 @@ func (s *Server) create(kind string, body []byte) (int, any, *apiError) {
 		if err != nil {
 			return 0, nil, errorf(400, "invalid_input", "invalid public key: %v", err)
 		}
-		for _, k := range s.sshKeys {
+		for _, k := range s.SSHKeys {
 			if k.Fingerprint == fp {
 				return 0, nil, errorf(409, "uniqueness_error", "SSH key with the same fingerprint already exists")
 			}
@@ -599,7 +646,7 @@ func (s *Server) create(kind string, body []byte) (int, any, *apiError) {
 			return 0, nil, errorf(409, "uniqueness_error", "name is already used")
 		}
 		k := &schema.SSHKey{ID: s.id(), Name: req.Name, Fingerprint: fp, PublicKey: req.PublicKey, Labels: labels(req.Labels), Created: s.now()}
-		s.sshKeys[k.ID] = k
+		s.SSHKeys[k.ID] = k
 		return 201, schema.SSHKeyCreateResponse{SSHKey: *k}, nil
 	case "firewalls":
 		var req schema.FirewallCreateRequest
@@ -614,10 +661,10 @@ func (s *Server) create(kind string, body []byte) (int, any, *apiError) {
 			return 0, nil, aerr
 		}
 		f := &schema.Firewall{ID: s.id(), Name: req.Name, Labels: labels(req.Labels), Created: s.now(), Rules: rules, AppliedTo: []schema.FirewallResource{}}
-		s.firewalls[f.ID] = f
+		s.Firewalls[f.ID] = f
 		var actions []schema.Action
 		for _, a := range req.ApplyTo {
-			if a.Server == nil || s.servers[a.Server.ID] == nil {
+			if a.Server == nil || s.Servers[a.Server.ID] == nil {
 				return 0, nil, errorf(404, "firewall_resource_not_found", "apply_to resource not found")
 			}
 			actions = append(actions, s.applyFirewall(f, a.Server.ID))
@@ -638,7 +685,12 @@ func (s *Server) create(kind string, body []byte) (int, any, *apiError) {
 			return 0, nil, errorf(400, "invalid_input", "assignee_type must be server")
 		}
 		loc, ok := s.location(req.Location)
-		if req.AssigneeID == nil && !ok {
+		if req.AssigneeID != nil {
+			if v := s.Servers[*req.AssigneeID]; v != nil {
+				loc, ok = v.Location, true
+			}
+		}
+		if !ok {
 			return 0, nil, errorf(400, "invalid_input", "location %q not found (a primary IP needs a location or an assignee)", req.Location)
 		}
 		p, aerr := s.newPrimaryIP(req.Name, req.Type, loc, req.AutoDelete != nil && *req.AutoDelete, req.Labels)
@@ -647,12 +699,12 @@ func (s *Server) create(kind string, body []byte) (int, any, *apiError) {
 		}
 		var act *schema.Action
 		if req.AssigneeID != nil {
-			v := s.servers[*req.AssigneeID]
+			v := s.Servers[*req.AssigneeID]
 			if v == nil {
 				return 0, nil, errorf(404, "not_found", "server %d not found", *req.AssigneeID)
 			}
 			if aerr := s.assignIP(p, v); aerr != nil {
-				delete(s.primaryIPs, p.ID)
+				delete(s.PrimaryIPs, p.ID)
 				return 0, nil, aerr
 			}
 			a := s.action("assign_primary_ip", ref("primary_ip", p.ID), ref("server", v.ID))
@@ -673,15 +725,15 @@ func (s *Server) newPrimaryIP(name, typ string, loc schema.Location, autoDelete 
 	p := &schema.PrimaryIP{ID: s.id(), Name: name, Type: typ, Labels: labels(l), AssigneeType: "server",
 		AutoDelete: autoDelete, Created: s.now(), Location: loc, DNSPtr: []schema.PrimaryIPDNSPTR{}}
 	if typ == "ipv4" {
-		if len(s.ipv4Pool) == 0 {
+		if len(s.IPv4Pool) == 0 {
 			return nil, errorf(403, "resource_limit_exceeded", "no IPv4 addresses left in the fake's pool")
 		}
-		p.IP, s.ipv4Pool = s.ipv4Pool[0], s.ipv4Pool[1:]
+		p.IP, s.IPv4Pool = s.IPv4Pool[0], s.IPv4Pool[1:]
 	} else {
-		s.ipv6Next++
-		p.IP = fmt.Sprintf("2001:db8:%x::/64", s.ipv6Next)
+		s.IPv6Next++
+		p.IP = fmt.Sprintf("2001:db8:%x::/64", s.IPv6Next)
 	}
-	s.primaryIPs[p.ID] = p
+	s.PrimaryIPs[p.ID] = p
 	return p, nil
 }
 
@@ -709,7 +761,7 @@ func firewallRules(in []schema.FirewallRuleRequest) ([]schema.FirewallRule, *api
 
 func (s *Server) applyFirewall(f *schema.Firewall, serverID int64) schema.Action {
 	f.AppliedTo = append(f.AppliedTo, schema.FirewallResource{Type: "server", Server: &schema.FirewallResourceServer{ID: serverID}})
-	v := s.servers[serverID]
+	v := s.Servers[serverID]
 	v.PublicNet.Firewalls = append(v.PublicNet.Firewalls, schema.ServerFirewall{ID: f.ID, Status: "applied"})
 	return s.action("apply_firewall", ref("firewall", f.ID), ref("server", serverID))
 }
@@ -735,7 +787,7 @@ func (s *Server) unassignIP(p *schema.PrimaryIP) {
 	if p.AssigneeID == nil {
 		return
 	}
-	if v := s.servers[*p.AssigneeID]; v != nil {
+	if v := s.Servers[*p.AssigneeID]; v != nil {
 		if p.Type == "ipv4" {
 			v.PublicNet.IPv4 = schema.ServerPublicNetIPv4{}
 		} else {
@@ -754,8 +806,8 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		return 0, nil, errorf(409, "uniqueness_error", "server name is already used")
 	}
 	var st *schema.ServerType
-	for i := range s.serverTypes {
-		t := &s.serverTypes[i]
+	for i := range s.ServerTypes {
+		t := &s.ServerTypes[i]
 		if t.Name == req.ServerType.Name || (req.ServerType.ID != 0 && t.ID == req.ServerType.ID) {
 			st = t
 		}
@@ -777,8 +829,8 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		return 0, nil, errorf(412, "resource_unavailable", "server type %s is unavailable in %s", st.Name, loc.Name)
 	}
 	var img *schema.Image
-	for i := range s.images {
-		im := &s.images[i]
+	for i := range s.Images {
+		im := &s.Images[i]
 		if (im.Name != nil && *im.Name == req.Image.Name && im.Architecture == st.Architecture) || (req.Image.ID != 0 && im.ID == req.Image.ID) {
 			img = im
 		}
@@ -787,12 +839,12 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		return 0, nil, errorf(400, "invalid_input", "image %v not found for %s", req.Image, st.Architecture)
 	}
 	for _, k := range req.SSHKeys {
-		if s.sshKeys[k] == nil {
+		if s.SSHKeys[k] == nil {
 			return 0, nil, errorf(400, "invalid_input", "SSH key %d not found", k)
 		}
 	}
 	for _, f := range req.Firewalls {
-		if s.firewalls[f.Firewall] == nil {
+		if s.Firewalls[f.Firewall] == nil {
 			return 0, nil, errorf(400, "invalid_input", "firewall %d not found", f.Firewall)
 		}
 	}
@@ -808,7 +860,7 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		if want.id == 0 {
 			continue
 		}
-		p := s.primaryIPs[want.id]
+		p := s.PrimaryIPs[want.id]
 		switch {
 		case p == nil:
 			return 0, nil, errorf(400, "invalid_input", "primary IP %d not found", want.id)
@@ -831,7 +883,7 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		Labels: labels(req.Labels), PrivateNet: []schema.ServerPrivateNet{}, Volumes: []int64{}, LoadBalancers: []int64{},
 		PrimaryDiskSize: st.Disk, IncludedTraffic: 21990232555520,
 		PublicNet: schema.ServerPublicNet{FloatingIPs: []int64{}, Firewalls: []schema.ServerFirewall{}}}
-	s.servers[v.ID] = v
+	s.Servers[v.ID] = v
 	for _, p := range ips {
 		_ = s.assignIP(p, v) // checked above
 	}
@@ -845,14 +897,14 @@ func (s *Server) createServer(body []byte) (int, any, *apiError) {
 		if !auto.enabled || auto.has {
 			continue
 		}
-		p, aerr := s.newPrimaryIP(fmt.Sprintf("primary_ip-%d", s.nextID+1), auto.typ, loc, true, nil)
+		p, aerr := s.newPrimaryIP(fmt.Sprintf("primary_ip-%d", s.NextID+1), auto.typ, loc, true, nil)
 		if aerr != nil {
 			return 0, nil, aerr
 		}
 		_ = s.assignIP(p, v)
 	}
 	for _, f := range req.Firewalls {
-		s.applyFirewall(s.firewalls[f.Firewall], v.ID)
+		s.applyFirewall(s.Firewalls[f.Firewall], v.ID)
 	}
 	a := s.action("create_server", ref("server", v.ID))
 	next := []schema.Action{s.action("start_server", ref("server", v.ID))}
@@ -876,7 +928,7 @@ func (s *Server) update(kind string, id int64, body []byte) (int, any, *apiError
 	}
 	switch kind {
 	case "ssh_keys":
-		k := s.sshKeys[id]
+		k := s.SSHKeys[id]
 		if k == nil {
 			break
 		}
@@ -888,7 +940,7 @@ func (s *Server) update(kind string, id int64, body []byte) (int, any, *apiError
 		}
 		return 200, schema.SSHKeyUpdateResponse{SSHKey: *k}, nil
 	case "firewalls":
-		f := s.firewalls[id]
+		f := s.Firewalls[id]
 		if f == nil {
 			break
 		}
@@ -900,7 +952,7 @@ func (s *Server) update(kind string, id int64, body []byte) (int, any, *apiError
 		}
 		return 200, schema.FirewallUpdateResponse{Firewall: *f}, nil
 	case "primary_ips":
-		p := s.primaryIPs[id]
+		p := s.PrimaryIPs[id]
 		if p == nil {
 			break
 		}
@@ -915,7 +967,7 @@ func (s *Server) update(kind string, id int64, body []byte) (int, any, *apiError
 		}
 		return 200, schema.PrimaryIPUpdateResponse{PrimaryIP: *p}, nil
 	case "servers":
-		v := s.servers[id]
+		v := s.Servers[id]
 		if v == nil {
 			break
 		}
@@ -947,23 +999,23 @@ func nameOf(resp any) string {
 func (s *Server) delete(kind string, id int64) (int, any, *apiError) {
 	switch kind {
 	case "ssh_keys":
-		if s.sshKeys[id] == nil {
+		if s.SSHKeys[id] == nil {
 			break
 		}
-		delete(s.sshKeys, id)
+		delete(s.SSHKeys, id)
 		return 204, nil, nil
 	case "firewalls":
-		f := s.firewalls[id]
+		f := s.Firewalls[id]
 		if f == nil {
 			break
 		}
 		if len(f.AppliedTo) > 0 {
 			return 0, nil, errorf(422, "resource_in_use", "firewall %d is still applied to resources", id)
 		}
-		delete(s.firewalls, id)
+		delete(s.Firewalls, id)
 		return 204, nil, nil
 	case "primary_ips":
-		p := s.primaryIPs[id]
+		p := s.PrimaryIPs[id]
 		if p == nil {
 			break
 		}
@@ -971,34 +1023,34 @@ func (s *Server) delete(kind string, id int64) (int, any, *apiError) {
 			return 0, nil, errorf(403, "protected", "primary IP %d is delete protected", id)
 		}
 		if p.AssigneeID != nil {
-			if v := s.servers[*p.AssigneeID]; v != nil && v.Status != "off" {
+			if v := s.Servers[*p.AssigneeID]; v != nil && v.Status != "off" {
 				return 0, nil, errorf(422, "server_not_stopped", "primary IP %d is assigned to running server %d", id, v.ID)
 			}
 			s.unassignIP(p)
 		}
-		delete(s.primaryIPs, id)
+		delete(s.PrimaryIPs, id)
 		return 204, nil, nil
 	case "servers":
-		v := s.servers[id]
+		v := s.Servers[id]
 		if v == nil {
 			break
 		}
 		if v.Protection.Delete {
 			return 0, nil, errorf(403, "protected", "server %d is delete protected", id)
 		}
-		for _, pid := range sortedIDs(s.primaryIPs) {
-			p := s.primaryIPs[pid]
+		for _, pid := range sortedIDs(s.PrimaryIPs) {
+			p := s.PrimaryIPs[pid]
 			if p.AssigneeID != nil && *p.AssigneeID == id {
 				s.unassignIP(p)
 				if p.AutoDelete {
-					delete(s.primaryIPs, pid)
+					delete(s.PrimaryIPs, pid)
 				}
 			}
 		}
-		for _, f := range s.firewalls {
+		for _, f := range s.Firewalls {
 			f.AppliedTo = slices.DeleteFunc(f.AppliedTo, func(r schema.FirewallResource) bool { return r.Server != nil && r.Server.ID == id })
 		}
-		delete(s.servers, id)
+		delete(s.Servers, id)
 		return 200, schema.ServerDeleteResponse{Action: s.action("delete_server", ref("server", id))}, nil
 	default:
 		return 0, nil, errorf(405, "method_not_allowed", "DELETE /%s/%d", kind, id)
@@ -1012,7 +1064,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 	}
 	switch kind {
 	case "primary_ips":
-		p := s.primaryIPs[id]
+		p := s.PrimaryIPs[id]
 		if p == nil {
 			return 0, nil, errorf(404, "not_found", "primary IP %d not found", id)
 		}
@@ -1029,7 +1081,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 			if err := decode(body, &req); err != nil {
 				return 0, nil, err
 			}
-			v := s.servers[req.AssigneeID]
+			v := s.Servers[req.AssigneeID]
 			if v == nil {
 				return 0, nil, errorf(404, "not_found", "server %d not found", req.AssigneeID)
 			}
@@ -1045,7 +1097,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 			return actionResp(s.action("assign_primary_ip", ref("primary_ip", id), ref("server", v.ID)))
 		case "unassign":
 			if p.AssigneeID != nil {
-				if v := s.servers[*p.AssigneeID]; v != nil && v.Status != "off" {
+				if v := s.Servers[*p.AssigneeID]; v != nil && v.Status != "off" {
 					return 0, nil, errorf(422, "server_not_stopped", "server %d must be off to unassign a primary IP", v.ID)
 				}
 			}
@@ -1055,7 +1107,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 			return actionResp(s.action("change_dns_ptr", ref("primary_ip", id)))
 		}
 	case "firewalls":
-		f := s.firewalls[id]
+		f := s.Firewalls[id]
 		if f == nil {
 			return 0, nil, errorf(404, "not_found", "firewall %d not found", id)
 		}
@@ -1078,7 +1130,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 			}
 			var acts []schema.Action
 			for _, r := range req.ApplyTo {
-				if r.Server == nil || s.servers[r.Server.ID] == nil {
+				if r.Server == nil || s.Servers[r.Server.ID] == nil {
 					return 0, nil, errorf(404, "firewall_resource_not_found", "resource not found")
 				}
 				for _, a := range f.AppliedTo {
@@ -1100,7 +1152,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 					continue
 				}
 				f.AppliedTo = slices.DeleteFunc(f.AppliedTo, func(a schema.FirewallResource) bool { return a.Server != nil && a.Server.ID == r.Server.ID })
-				if v := s.servers[r.Server.ID]; v != nil {
+				if v := s.Servers[r.Server.ID]; v != nil {
 					v.PublicNet.Firewalls = slices.DeleteFunc(v.PublicNet.Firewalls, func(sf schema.ServerFirewall) bool { return sf.ID == id })
 				}
 				acts = append(acts, s.action("remove_firewall", ref("firewall", id), ref("server", r.Server.ID)))
@@ -1108,7 +1160,7 @@ func (s *Server) resourceAction(kind string, id int64, command string, body []by
 			return 201, schema.FirewallActionRemoveFromResourcesResponse{Actions: orEmpty(acts)}, nil
 		}
 	case "servers":
-		v := s.servers[id]
+		v := s.Servers[id]
 		if v == nil {
 			return 0, nil, errorf(404, "not_found", "server %d not found", id)
 		}
