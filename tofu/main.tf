@@ -18,7 +18,6 @@ resource "hcloud_primary_ip" "ipv4" {
   name              = "${var.server_name}-ipv4"
   type              = "ipv4"
   location          = var.location
-  assignee_type     = "server"
   auto_delete       = false
   delete_protection = true
   labels            = local.labels
@@ -32,7 +31,6 @@ resource "hcloud_primary_ip" "ipv6" {
   name              = "${var.server_name}-ipv6"
   type              = "ipv6"
   location          = var.location
-  assignee_type     = "server"
   auto_delete       = false
   delete_protection = true
   labels            = local.labels
@@ -142,8 +140,8 @@ check "server_type_not_deprecated" {
 
 check "image_not_deprecated" {
   assert {
-    condition     = data.hcloud_image.boot.deprecated == ""
-    error_message = "Image ${var.image} is deprecated since ${data.hcloud_image.boot.deprecated}; set image to its successor (e.g. debian-13) before Hetzner removes it."
+    condition     = data.hcloud_image.boot.deprecated == null || data.hcloud_image.boot.deprecated == ""
+    error_message = "Image ${var.image} is deprecated (since ${data.hcloud_image.boot.deprecated == null ? "" : data.hcloud_image.boot.deprecated}): set image to its successor (e.g. debian-13) before Hetzner removes it."
   }
 }
 

@@ -43,11 +43,13 @@ variable "homelab_cidrs" {
     error_message = "Every homelab_cidrs entry must be a CIDR block like 203.0.113.7/32 or 2001:db8:7::/64 (a bare address needs /32 or /128)."
   }
   validation {
+    # (Entries that are no CIDR block are the previous rule's to report.)
     condition = alltrue([
-      for c in var.homelab_cidrs : can(cidrhost(c, 0)) && (
+      for c in var.homelab_cidrs : try(
         strcontains(c, ":")
         ? tonumber(split("/", c)[1]) >= 32 && strcontains(cidrhost(c, 0), ":")
-        : tonumber(split("/", c)[1]) >= 8
+        : tonumber(split("/", c)[1]) >= 8,
+        true
       )
     ])
     error_message = "homelab_cidrs must name the homelab, not the world: IPv4 blocks need a prefix of /8 or longer and IPv6 blocks /32 or longer (and no IPv4-mapped ::ffff: block). Use the homelab's own address as /32 (IPv4) or its /64 or /128 (IPv6), e.g. [\"203.0.113.7/32\"]."

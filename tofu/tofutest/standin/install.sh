@@ -20,7 +20,8 @@ if [[ -n $script ]]; then
 		echo "extra_files_script '$script' is not executable" >&2
 		exit 1
 	fi
-	(cd "$d/root.$n" && "$(realpath "$script")") >"$d/extra-files.$n" 2>&1 || {
+	script=$(realpath "$script")
+	(cd "$d/root.$n" && "$script") >"$d/extra-files.$n" 2>&1 || {
 		cat "$d/extra-files.$n" >&2
 		exit 1
 	}

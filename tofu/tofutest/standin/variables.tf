@@ -50,13 +50,13 @@ variable "instance_id" {
 }
 
 variable "install_ssh_key" {
-  type      = string
-  default   = null
+  type    = string
+  default = null
 }
 
 variable "deployment_ssh_key" {
-  type      = string
-  default   = null
+  type    = string
+  default = null
 }
 
 variable "debug_logging" {
