@@ -1,3 +1,7 @@
+# The API endpoint is not set here: the provider reads HCLOUD_ENDPOINT
+# (terraform-provider-hcloud v1.68.0, hcloud/plugin_provider.go), which
+# `haul rebuild` sets from hcloud_endpoint, so its preflight and tofu talk
+# to the same API.
 provider "hcloud" {
   token = var.hcloud_token
 }
@@ -14,7 +18,6 @@ resource "hcloud_primary_ip" "ipv4" {
   name              = "${var.server_name}-ipv4"
   type              = "ipv4"
   location          = var.location
-  assignee_type     = "server"
   auto_delete       = false
   delete_protection = true
   labels            = local.labels
@@ -28,7 +31,6 @@ resource "hcloud_primary_ip" "ipv6" {
   name              = "${var.server_name}-ipv6"
   type              = "ipv6"
   location          = var.location
-  assignee_type     = "server"
   auto_delete       = false
   delete_protection = true
   labels            = local.labels
@@ -90,11 +92,64 @@ resource "hcloud_ssh_key" "admin" {
   labels     = local.labels
 }
 
+# What the next server is made of, read at plan time. A replace
+# (`haul rebuild` runs `tofu apply -replace=hcloud_server.vps`) destroys the
+# old server before it creates the new one, so everything Hetzner would
+# refuse at create time is checked here, before anything is deleted: the
+# location exists, the image exists for x86, and the server type is x86 and
+# orderable in the location (the per-location list Hetzner publishes since
+# the 2025 deprecation of server-type-wide fields; see the provider's
+# docs/data-sources/server_type.md at v1.68.0).
+data "hcloud_location" "vps" {
+  name = var.location
+}
+
+data "hcloud_image" "boot" {
+  name              = var.image
+  with_architecture = "x86"
+}
+
+data "hcloud_server_type" "vps" {
+  name = var.server_type
+
+  lifecycle {
+    postcondition {
+      condition     = self.architecture == "x86"
+      error_message = "Server type ${var.server_type} is ${self.architecture}, but nixosConfigurations.vps is x86_64-linux: pick an x86 type (cx23, cx33, cpx22, ...) in server_type."
+    }
+    postcondition {
+      condition = anytrue([
+        for l in self.locations : l.name == data.hcloud_location.vps.name && l.available &&
+        try(timecmp(l.unavailable_after, plantimestamp()) > 0, true)
+      ])
+      error_message = "Hetzner cannot create a ${var.server_type} in ${var.location} now (not offered there, temporarily unavailable, or past its unavailable_after date), so a rebuild would delete the old server and fail to create the new one. Nothing was changed. Pick a type offered in ${var.location} (`hcloud server-type list`; cx23 is the current smallest x86 type) and set server_type, or change location only if you can lose the primary IPs."
+    }
+  }
+}
+
+# A type or image that still works but is deprecated: a warning, not a
+# failure, so there is time to move before Hetzner removes it.
+check "server_type_not_deprecated" {
+  assert {
+    condition = alltrue([
+      for l in data.hcloud_server_type.vps.locations : !l.is_deprecated if l.name == var.location
+    ])
+    error_message = "Server type ${var.server_type} is deprecated in ${var.location}: a rebuild stops working after its unavailable_after date. Move to a current type (cx23) with a plain `tofu apply` while the server runs."
+  }
+}
+
+check "image_not_deprecated" {
+  assert {
+    condition     = data.hcloud_image.boot.deprecated == null || data.hcloud_image.boot.deprecated == ""
+    error_message = "Image ${var.image} is deprecated (since ${data.hcloud_image.boot.deprecated == null ? "" : data.hcloud_image.boot.deprecated}): set image to its successor (e.g. debian-13) before Hetzner removes it."
+  }
+}
+
 resource "hcloud_server" "vps" {
   name         = var.server_name
-  server_type  = var.server_type
-  location     = var.location
-  image        = var.image
+  server_type  = data.hcloud_server_type.vps.name
+  location     = data.hcloud_location.vps.name
+  image        = data.hcloud_image.boot.name
   ssh_keys     = [hcloud_ssh_key.admin.id]
   firewall_ids = [hcloud_firewall.vps.id]
   labels       = local.labels
@@ -107,28 +162,12 @@ resource "hcloud_server" "vps" {
   }
 
   lifecycle {
-    # Hetzner reads ssh_keys only when it creates a server; a changed key
-    # must not replace a running one. Replacing it is `haul rebuild`'s job.
-    ignore_changes = [ssh_keys]
+    # Hetzner reads ssh_keys and image only when it creates a server (and
+    # nixos-anywhere replaces the image at once); a changed key or image
+    # must not replace a running server on a plain `tofu apply`. Replacing
+    # it is `haul rebuild`'s job, and a replace creates the new server with
+    # the current values.
+    ignore_changes = [ssh_keys, image]
   }
 }
 
-# nixos-anywhere installs nixosConfigurations.vps on every new server
-# (instance_id changes with the server) and copies the files the
-# extra-files script writes: the kept SSH host key, so haul's pin holds.
-module "deploy" {
-  source = "github.com/nix-community/nixos-anywhere//terraform/all-in-one"
-
-  nixos_system_attr      = "${local.flake}#nixosConfigurations.vps.config.system.build.toplevel"
-  nixos_partitioner_attr = "${local.flake}#nixosConfigurations.vps.config.system.build.diskoScript"
-
-  target_host        = hcloud_server.vps.ipv4_address
-  instance_id        = hcloud_server.vps.id
-  install_ssh_key    = var.install_ssh_key
-  extra_files_script = "${path.module}/extra-files.sh"
-  extra_environment = {
-    HAUL_BIN    = var.haul_bin
-    HAUL_CONFIG = var.haul_config
-    HAUL_HOST   = var.haul_host
-  }
-}

@@ -29,7 +29,7 @@ func load(t *testing.T) map[string]*hclsyntax.Body {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"main.tf", "outputs.tf", "variables.tf", "versions.tf"}
+	want := []string{"main.tf", "nixos-anywhere.tf", "outputs.tf", "variables.tf", "versions.tf"}
 	for _, w := range want {
 		if !slices.Contains(files, w) {
 			t.Fatalf("tofu/%s is missing (have %v)", w, files)
@@ -139,7 +139,18 @@ func traversalString(t *testing.T, e hclsyntax.Expression) string {
 
 func TestProviderPinned(t *testing.T) {
 	bodies := load(t)
-	tf := one(t, bodies, "terraform")
+	var tf *hclsyntax.Block
+	for _, b := range blocks(bodies, "terraform") {
+		if _, ok := b.Body.Attributes["required_version"]; ok {
+			tf = b
+		}
+	}
+	if tf == nil {
+		t.Fatal("no terraform {} block with required_version")
+	}
+	if rv := literal(t, tf, "required_version").AsString(); rv != ">= 1.10.0" {
+		t.Errorf("required_version %q: terraform-provider-hcloud v1.68.0 is tested with OpenTofu 1.10 and later", rv)
+	}
 	rp := blocks(map[string]*hclsyntax.Body{"": tf.Body}, "required_providers")
 	if len(rp) != 1 {
 		t.Fatal("terraform {} has no required_providers")
@@ -150,7 +161,26 @@ func TestProviderPinned(t *testing.T) {
 	}
 	version := hc.GetAttr("version").AsString()
 	if !regexp.MustCompile(`^(~> ?|= ?)?1\.\d+(\.\d+)?$`).MatchString(version) {
-		t.Errorf("hcloud provider version %q is not pinned to a 1.x series (e.g. \"~> 1.58\")", version)
+		t.Errorf("hcloud provider version %q is not pinned to a 1.x series (e.g. \"~> 1.68\")", version)
+	}
+	// Every provider the configuration uses, nixos-anywhere's module's
+	// included, has a version constraint.
+	constrained := map[string]bool{}
+	for _, tfb := range blocks(bodies, "terraform") {
+		for _, rpb := range blocks(map[string]*hclsyntax.Body{"": tfb.Body}, "required_providers") {
+			for name := range rpb.Body.Attributes {
+				p := literal(t, rpb, name)
+				if !p.Type().IsObjectType() || !p.Type().HasAttribute("version") || p.GetAttr("version").AsString() == "" {
+					t.Errorf("provider %s has no version constraint", name)
+				}
+				constrained[name] = true
+			}
+		}
+	}
+	for _, name := range []string{"hcloud", "null", "external"} {
+		if !constrained[name] {
+			t.Errorf("provider %s (used by this configuration or nixos-anywhere's module) has no required_providers entry", name)
+		}
 	}
 	one(t, bodies, "provider", "hcloud")
 	if got := reference(t, one(t, bodies, "provider", "hcloud"), "token"); got != "var.hcloud_token" {
@@ -306,8 +336,12 @@ func TestServer(t *testing.T) {
 		t.Fatal("hcloud_server has no lifecycle block")
 	}
 	ic, ok := attr(t, lc[0], "ignore_changes").Expr.(*hclsyntax.TupleConsExpr)
-	if !ok || len(ic.Exprs) != 1 || traversalString(t, ic.Exprs[0]) != "ssh_keys" {
-		t.Errorf("lifecycle.ignore_changes must be [ssh_keys]")
+	var ignored []string
+	for _, e := range ic.Exprs {
+		ignored = append(ignored, traversalString(t, e))
+	}
+	if !ok || !slices.Equal(ignored, []string{"ssh_keys", "image"}) {
+		t.Errorf("lifecycle.ignore_changes is %v, must be [ssh_keys, image]: neither may replace a running server", ignored)
 	}
 	// The server's name is the one haul's preflight looks up by default,
 	// and the primary IPs are <server_name>-ipv4/-ipv6.
@@ -341,12 +375,16 @@ func TestNixosAnywhereInstallsWithKeptHostKey(t *testing.T) {
 	bodies := load(t)
 	var mod *hclsyntax.Block
 	for _, m := range blocks(bodies, "module") {
-		if literal(t, m, "source").AsString() == "github.com/nix-community/nixos-anywhere//terraform/all-in-one" {
+		if strings.HasPrefix(literal(t, m, "source").AsString(), "github.com/nix-community/nixos-anywhere//terraform/all-in-one") {
 			mod = m
 		}
 	}
 	if mod == nil {
 		t.Fatal("no module with source github.com/nix-community/nixos-anywhere//terraform/all-in-one")
+	}
+	// Pinned to a release tag, not the default branch.
+	if src := literal(t, mod, "source").AsString(); !regexp.MustCompile(`\?ref=\d+\.\d+\.\d+$`).MatchString(src) {
+		t.Errorf("module source %q is not pinned to a release tag (?ref=X.Y.Z)", src)
 	}
 	typ, name, _ := strings.Cut(config.DefaultTofuResource, ".")
 	if got := reference(t, mod, "instance_id"); got != typ+"."+name+".id" {

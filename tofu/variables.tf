@@ -12,8 +12,8 @@ variable "server_name" {
 
 variable "server_type" {
   type        = string
-  default     = "cx22"
-  description = "Hetzner Cloud server type (x86: nixosConfigurations.vps is x86_64-linux)."
+  default     = "cx23"
+  description = "Hetzner Cloud server type (x86: nixosConfigurations.vps is x86_64-linux). cx23 replaced cx22, which Hetzner deprecated (terraform-provider-hcloud's docs moved to cx23 in commit c9cdbb9, 2025-10-28). Checked at plan time: a type Hetzner cannot create in the location fails the plan before anything is deleted."
 }
 
 variable "location" {
@@ -25,16 +25,34 @@ variable "location" {
 variable "image" {
   type        = string
   default     = "debian-12"
-  description = "Image the server boots first; nixos-anywhere kexecs into a NixOS installer from it and replaces it."
+  description = "Image the server boots first; nixos-anywhere kexecs into a NixOS installer from it and replaces it. A change applies to the next server only (`haul rebuild`): it never replaces the running one."
 }
 
 variable "homelab_cidrs" {
   type        = list(string)
   description = "Addresses allowed to reach SSH (22/tcp): the homelab's public address as /32 (and /128), from which the NAS pulls backups and admins deploy."
 
+  # By prefix length, not by string: 0::/0, 0.0.0.0/1 + 128.0.0.0/1 or
+  # ::ffff:0:0/96 (every IPv4 address, IPv4-mapped) are the world too.
   validation {
-    condition     = length(var.homelab_cidrs) > 0 && alltrue([for c in var.homelab_cidrs : !contains(["0.0.0.0/0", "::/0"], c)])
-    error_message = "List the homelab's own addresses (e.g. 203.0.113.7/32); SSH must not be open to the world."
+    condition     = length(var.homelab_cidrs) > 0
+    error_message = "homelab_cidrs is empty: list the homelab's public address(es), e.g. [\"203.0.113.7/32\", \"2001:db8:7::/64\"]."
+  }
+  validation {
+    condition     = alltrue([for c in var.homelab_cidrs : can(cidrhost(c, 0))])
+    error_message = "Every homelab_cidrs entry must be a CIDR block like 203.0.113.7/32 or 2001:db8:7::/64 (a bare address needs /32 or /128)."
+  }
+  validation {
+    # (Entries that are no CIDR block are the previous rule's to report.)
+    condition = alltrue([
+      for c in var.homelab_cidrs : try(
+        strcontains(c, ":")
+        ? tonumber(split("/", c)[1]) >= 32 && strcontains(cidrhost(c, 0), ":")
+        : tonumber(split("/", c)[1]) >= 8,
+        true
+      )
+    ])
+    error_message = "homelab_cidrs must name the homelab, not the world: IPv4 blocks need a prefix of /8 or longer and IPv6 blocks /32 or longer (and no IPv4-mapped ::ffff: block). Use the homelab's own address as /32 (IPv4) or its /64 or /128 (IPv6), e.g. [\"203.0.113.7/32\"]."
   }
 }
 

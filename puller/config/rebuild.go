@@ -38,6 +38,11 @@ type Rebuild struct {
 	TofuResource string `toml:"tofu_resource"`
 	// TofuArgs are added to `tofu apply`, e.g. ["-var-file=prod.tfvars"].
 	TofuArgs []string `toml:"tofu_args"`
+	// InstallIdentityFile is the private key nixos-anywhere logs in to the
+	// fresh server with (the private half of tofu's admin_ssh_public_key).
+	// haul passes it to tofu as TF_VAR_install_ssh_key. Unset: nixos-anywhere
+	// uses the ssh-agent at $SSH_AUTH_SOCK, which must hold that key.
+	InstallIdentityFile string `toml:"install_identity_file"`
 
 	// MaxSnapshotAge is how old the newest snapshot may be for preflight to
 	// pass. Default: the host's max_age, else 48h.
@@ -117,6 +122,7 @@ func (r *Rebuild) validate(base string, h *Host) error {
 		}
 	}
 	r.HcloudTokenFile = abs(base, r.HcloudTokenFile)
+	r.InstallIdentityFile = abs(base, r.InstallIdentityFile)
 	r.HealthCAFile = abs(base, r.HealthCAFile)
 	if r.Dashboard == "" {
 		return fmt.Errorf("dashboard is not set: Pangolin's dashboard domain, which the health check asks for")

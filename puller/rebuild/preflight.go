@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -109,23 +107,17 @@ func (rb *rebuilder) hcloudClient() *hcloud.Client {
 }
 
 // preflight checks, without changing anything, that the rebuild can
-// succeed: the local pieces (tofu, the kept host key and its pin, the
-// restore key), the Hetzner objects (token, server, primary IPs) and a
+// succeed: the local pieces (tofu and its version, nix with flakes, the
+// install key, the kept host key and its pin, the restore key), the Hetzner objects (token, server, primary IPs) and a
 // recent snapshot whose every tree and chunk is in the repository.
 func (rb *rebuilder) preflight(ctx context.Context) (*Preflight, *SnapshotInfo, error) {
 	p := &Preflight{}
-	s := rb.settings
 	h := rb.opts.Host
 
 	// Local pieces first: they need no network.
-	if path, err := exec.LookPath(s.Tofu); err != nil {
-		p.add("tofu", false, "%s not found (%v): install OpenTofu or set tofu in [hosts.rebuild]", s.Tofu, err)
-	} else if tfs, _ := filepath.Glob(filepath.Join(s.TofuDir, "*.tf")); len(tfs) == 0 {
-		p.add("tofu", false, "tofu_dir %s holds no *.tf files: point it at the tofu/ configuration", s.TofuDir)
-	} else {
-		p.TofuPath = path
-		p.add("tofu", true, "%s, configuration in %s, replaces %s", path, s.TofuDir, s.TofuResource)
-	}
+	rb.checkTofu(ctx, p)
+	rb.checkNix(ctx, p)
+	rb.checkInstallKey(p)
 	rb.checkHostKey(p)
 	if _, err := os.Stat(h.RestoreIdentityFile); err != nil {
 		p.add("restore key", false, "restore_identity_file: %v; the restore needs it", err)

@@ -126,14 +126,45 @@ func TestTofuArgs(t *testing.T) {
 	if got := strings.Join(rb.tofuArgs(), " "); strings.Contains(got, "-replace") {
 		t.Fatalf("a missing server is created, not replaced: %q", got)
 	}
-	env := strings.Join(rb.tofuEnv(), "\n")
-	for _, want := range []string{"TF_VAR_hcloud_token=secret", "TF_VAR_haul_config=/etc/haul/haul.toml", "TF_VAR_haul_host=vps", "TF_VAR_haul_bin=/usr/bin/haul"} {
+	// The API endpoint preflight uses is the provider's; an inherited one
+	// never overrides it, and without hcloud_endpoint neither sets one.
+	t.Setenv("HCLOUD_ENDPOINT", "http://elsewhere.invalid/v1")
+	t.Setenv("HCLOUD_TOKEN", "inherited")
+	rb.settings.HcloudEndpoint = "http://127.0.0.1:9/v1"
+	envList, err := rb.tofuEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(envList, "\n")
+	for _, want := range []string{"TF_VAR_hcloud_token=secret", "TF_VAR_haul_config=/etc/haul/haul.toml", "TF_VAR_haul_host=vps", "TF_VAR_haul_bin=/usr/bin/haul",
+		"HCLOUD_ENDPOINT=http://127.0.0.1:9/v1"} {
 		if !strings.Contains(env, want) {
 			t.Errorf("tofu's environment lacks %s", want)
 		}
 	}
+	for _, bad := range []string{"elsewhere.invalid", "HCLOUD_TOKEN=inherited", "TF_VAR_install_ssh_key"} {
+		if strings.Contains(env, bad) {
+			t.Errorf("tofu's environment has %s", bad)
+		}
+	}
+	rb.settings.HcloudEndpoint = ""
+	envList, _ = rb.tofuEnv()
+	if env := strings.Join(envList, "\n"); strings.Contains(env, "HCLOUD_ENDPOINT") {
+		t.Errorf("without hcloud_endpoint tofu must use Hetzner's API, as preflight does; env has HCLOUD_ENDPOINT")
+	}
 	if redact("token=secret!", "secret") != "token=[token]!" {
 		t.Error("redact")
+	}
+}
+
+func TestVersionAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		have string
+		ok   bool
+	}{{"1.10.0", true}, {"1.12.6", true}, {"v1.12.6", true}, {"2.0.0", true}, {"1.9.9", false}, {"1.6.2", false}, {"1.10.0-rc1", true}, {"0.15.0", false}} {
+		if got := versionAtLeast(c.have, MinTofuVersion); got != c.ok {
+			t.Errorf("versionAtLeast(%q, %q) = %v", c.have, MinTofuVersion, got)
+		}
 	}
 }
 

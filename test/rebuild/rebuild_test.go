@@ -2,6 +2,7 @@ package rebuild_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -12,7 +13,7 @@ import (
 
 	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/puller/rebuild"
-	"github.com/hetznercloud/hcloud-go/v2/hcloud/exp/mockutil"
+	"github.com/haulproject/haul/tofu/fakehcloud"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
 )
 
@@ -27,16 +28,23 @@ func decodeResult(t *testing.T, r run) *rebuild.Result {
 	return &res
 }
 
-// noSecrets fails if the API token shows up anywhere haul or tofu could
-// have put it: haul's output, tofu's argv.
+// noSecrets fails if the API token or the install key shows up anywhere
+// haul or tofu could have put it: haul's output (tofu's streamed in it),
+// the install module's inputs.
 func (w *world) noSecrets(r run) {
 	w.t.Helper()
+	key, err := os.ReadFile(w.installKey.PrivatePath)
+	must(w.t, err)
+	secret := strings.Split(strings.TrimSpace(string(key)), "\n")[1] // a line of the key's body
 	if strings.Contains(r.stdout+r.stderr, w.token) {
 		w.t.Fatal("the Hetzner token appears in haul's output")
 	}
-	for n := 1; n <= w.tofuCalls(); n++ {
-		if strings.Contains(w.tofuFile("args", n), w.token) {
-			w.t.Fatal("the Hetzner token is on tofu's command line")
+	if strings.Contains(r.stdout+r.stderr, secret) {
+		w.t.Fatal("the install key appears in haul's output")
+	}
+	for n := 1; n <= w.wd.Installs(); n++ {
+		if a := w.standinFile("args", n); strings.Contains(a, w.token) || strings.Contains(a, secret) {
+			w.t.Fatal("a secret is in the install module's inputs")
 		}
 	}
 }
@@ -98,52 +106,71 @@ func (w *world) failed(r run, phase string, msgs ...string) {
 }
 
 // TestRebuild is the whole recovery: a scheduled backup, then `haul
-// rebuild` takes a last backup, runs (stand-in) tofu, waits for the new
-// VPS's SSH with the unchanged pin, restores, sees it ready and healthy.
+// rebuild` takes a last backup, runs the real tofu and provider (against
+// the fake API) to replace the server, waits for the new VPS's SSH with
+// the unchanged pin, restores, sees it ready and healthy. Around it: the
+// first apply re-plans empty, so does the configuration after the
+// replace, the primary IPs are the same ones, and a destroy is refused.
 func TestRebuild(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
+	if r := w.tofuPlan(); r.Code != 0 {
+		t.Fatalf("plan after the first apply: exit %d, want 0 (no changes)\n%s", r.Code, r.Out)
+	}
 	w.haul("backup", "--host", hostName)
 	pin, err := os.ReadFile(w.known)
 	must(t, err)
+	v4, _ := w.api.PrimaryIPByName(hostName + "-ipv4")
+	v6, _ := w.api.PrimaryIPByName(hostName + "-ipv6")
 
 	// A failed preflight (the server is locked) changes nothing; the
 	// rerun is a fresh rebuild.
-	w.expect(getServer(serverJSON(oldID, "running", true)),
-		getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", oldID)),
-		getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID)))
+	w.api.SetServerLocked(w.oldID, true)
+	mark := w.api.Mark()
 	w.failed(w.haulRun("rebuild", "--host", hostName, "--yes"), rebuild.PhasePreflight, "is locked", "nothing was changed")
-	if w.tofuCalls() != 0 {
-		t.Fatal("tofu ran after a failed preflight")
+	if w.wd.Installs() != 1 || len(fakehcloud.Mutating(w.api.Since(mark))) != 0 {
+		t.Fatal("something ran after a failed preflight")
 	}
+	w.api.SetServerLocked(w.oldID, false)
 
-	w.preflightOK()
-	w.newServerUp()
+	mark = w.api.Mark()
 	r := w.haulRun("rebuild", "--host", hostName, "--yes", "--json")
 	t.Logf("stderr:\n%s", r.stderr)
 	res := w.finished(r)
 
-	// tofu was run once, as documented, with the token in its environment.
-	if n := w.tofuCalls(); n != 1 {
-		t.Fatalf("tofu ran %d times", n)
+	// tofu was run once, as documented, and the provider talked to the
+	// API haul's preflight used (hcloud_endpoint), with the token.
+	want := "running tofu apply -input=false -auto-approve -no-color -replace=hcloud_server.vps in " + w.wd.Dir
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("haul did not run %q:\n%s", want, r.stderr)
 	}
-	if args := strings.Fields(w.tofuFile("args", 1)); strings.Join(args, " ") != "apply -input=false -auto-approve -no-color -replace=hcloud_server.vps" {
-		t.Errorf("tofu args %q", args)
+	agents := map[string]bool{}
+	for _, q := range w.api.Since(mark) {
+		agents[strings.Fields(q.UserAgent + " ?")[0]] = true
 	}
-	env := w.tofuFile("env", 1)
-	for _, want := range []string{"cwd=" + filepath.Join(testenv.ModuleRoot(t), "tofu"), "token=set", "haul_host=" + hostName, "in_automation=1"} {
-		if !strings.Contains(env, want) {
-			t.Errorf("tofu's environment lacks %q:\n%s", want, env)
-		}
+	if !anyPrefix(agents, "hcloud-terraform/") || !anyPrefix(agents, "haul/") {
+		t.Errorf("requests came from %v, want both haul and the provider", agents)
 	}
-	for _, want := range []string{"tofu: hcloud_server.vps: Destroying... [id=42]", "tofu: Apply complete!"} {
+	if d := w.deletes(mark); strings.Join(d, " ") != fmt.Sprintf("/servers/%d", w.oldID) {
+		t.Errorf("the rebuild deleted %v, want only the old server %d", d, w.oldID)
+	}
+	for _, want := range []string{fmt.Sprintf("tofu: hcloud_server.vps: Destroying... [id=%d]", w.oldID), "tofu: Apply complete!"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("tofu's output was not streamed (%q missing):\n%s", want, r.stderr)
 		}
 	}
+	if n := w.wd.Installs(); n != 2 {
+		t.Fatalf("the install module ran %d times, want 2 (first apply and rebuild)", n)
+	}
+	args := w.standinFile("args", 2)
+	for _, want := range []string{`"target_host":"127.0.0.1"`, fmt.Sprintf(`"instance_id":"%d"`, res.NewServerID), `"install_ssh_key_set":true`} {
+		if !strings.Contains(args, want) {
+			t.Errorf("the install module's inputs lack %s:\n%s", want, args)
+		}
+	}
 	// The real extra-files script exported the kept key; the new sshd
 	// runs with it and haul connected with the pin it had before.
-	if x := w.tofuFile("extra-files", 1); !strings.Contains(x, "etc/ssh/ssh_host_ed25519_key") || !strings.Contains(x, "SHA256:") {
+	if x := w.standinFile("extra-files", 2); !strings.Contains(x, "etc/ssh/ssh_host_ed25519_key") || !strings.Contains(x, "SHA256:") {
 		t.Errorf("extra-files script output:\n%s", x)
 	}
 	if got := w.new.sshd.HostKey.AuthorizedLine; got != w.hostKey.AuthorizedLine {
@@ -151,6 +178,17 @@ func TestRebuild(t *testing.T) {
 	}
 	if now, _ := os.ReadFile(w.known); string(now) != string(pin) {
 		t.Errorf("known_hosts changed during the rebuild:\n%s\nwas:\n%s", now, pin)
+	}
+	// The same primary IPs, now on the new server.
+	srv, ok := w.api.ServerByName(hostName)
+	if !ok || srv.ID != res.NewServerID || srv.ID == w.oldID {
+		t.Fatalf("server %+v, rebuild says new id %d", srv.ID, res.NewServerID)
+	}
+	if srv.PublicNet.IPv4.ID != v4.ID || srv.PublicNet.IPv6.ID != v6.ID {
+		t.Errorf("the new server has primary IPs %d/%d, the kept ones are %d/%d", srv.PublicNet.IPv4.ID, srv.PublicNet.IPv6.ID, v4.ID, v6.ID)
+	}
+	if r := w.tofuPlan(); r.Code != 0 {
+		t.Errorf("plan after the rebuild: exit %d, want 0 (no changes)\n%s", r.Code, r.Out)
 	}
 
 	// The final backup's snapshot is what came back; the reference restic
@@ -183,8 +221,68 @@ func TestRebuild(t *testing.T) {
 	if res.Runs != 1 {
 		t.Errorf("runs = %d: the failed preflight must leave nothing to resume", res.Runs)
 	}
-	if res.NewServerID != newID || res.Preflight.Server.ID != oldID {
-		t.Errorf("server ids: old %d new %d", res.Preflight.Server.ID, res.NewServerID)
+	if res.Preflight.Server.ID != w.oldID {
+		t.Errorf("preflight saw server %d, the old one is %d", res.Preflight.Server.ID, w.oldID)
+	}
+
+	// prevent_destroy on the primary IPs: a destroy is refused before it
+	// begins.
+	mark = w.api.Mark()
+	d := w.wd.Run(t, w.tofuEnv(), "destroy", "-input=false", "-auto-approve", "-no-color")
+	if d.Code == 0 || !strings.Contains(d.Out, "prevent_destroy") {
+		t.Errorf("tofu destroy: exit %d, want the prevent_destroy refusal\n%s", d.Code, d.Out)
+	}
+	if m := fakehcloud.Mutating(w.api.Since(mark)); len(m) > 0 {
+		t.Errorf("the refused destroy reached the API: %v", m)
+	}
+}
+
+func anyPrefix(m map[string]bool, prefix string) bool {
+	for k := range m {
+		if strings.HasPrefix(k, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRebuildUnavailableServerType: Hetzner no longer sells the server
+// type in the location. The replace fails at plan time, before any DELETE
+// reaches the API; the old server is still there and still answers, and
+// the message says so. Once the type is back, a rerun continues with tofu
+// apply and finishes.
+func TestRebuildUnavailableServerType(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.haul("backup", "--host", hostName)
+	w.api.SetServerTypeAvailable("cx23", "fsn1", false)
+	mark := w.api.Mark()
+	r := w.haulRun("rebuild", "--host", hostName, "--yes")
+	w.failed(r, rebuild.PhaseTofu, "Hetzner cannot create a cx23 in fsn1 now", "Nothing was changed",
+		fmt.Sprintf("The old server vps (id %d) is untouched", w.oldID), "continues with tofu apply")
+	if d := w.deletes(mark); len(d) > 0 {
+		t.Fatalf("DELETE reached the API: %v", d)
+	}
+	if m := fakehcloud.Mutating(w.api.Since(mark)); len(m) > 0 {
+		t.Fatalf("the refused rebuild changed the API: %v", m)
+	}
+	if srv, ok := w.api.ServerByName(hostName); !ok || srv.ID != w.oldID {
+		t.Fatalf("the old server %d is gone from the API", w.oldID)
+	}
+	if w.wd.Installs() != 1 || w.old == nil {
+		t.Fatal("the install ran or the old VPS was stopped")
+	}
+	// The old server answers: a backup through the pinned key works.
+	w.haul("backup", "--host", hostName)
+
+	w.api.SetServerTypeAvailable("cx23", "fsn1", true)
+	second := w.haulRun("rebuild", "--host", hostName, "--yes", "--json")
+	res := w.finished(second)
+	if res.Runs != 2 {
+		t.Errorf("runs = %d, want 2", res.Runs)
+	}
+	if !strings.Contains(second.stderr, "-replace=hcloud_server.vps") {
+		t.Errorf("the rerun did not replace the still running old server:\n%s", second.stderr)
 	}
 }
 
@@ -201,61 +299,56 @@ func TestRebuildResumes(t *testing.T) {
 		// fixIt repairs it and queues the rerun's API calls.
 		breakIt, fixIt func(w *world)
 		msgs           []string
-		tofuRuns       int // stand-in tofu calls after both runs
+		installs       int // stand-in installs after both runs (the first apply's included)
 		snapshots      int // snapshots after both runs
 	}{
 		{
 			phase: rebuild.PhaseFinalBackup,
 			breakIt: func(w *world) {
-				w.preflightOK()
 				// The old agent answers, but its backup fails.
 				must(w.t, os.WriteFile(w.old.agentCfg, []byte(`{"host":"vps","data_paths":["relative/path"],"state_dir":"/nonexistent"}`), 0o600))
 			},
 			fixIt: func(w *world) {
 				cfg, _ := json.Marshal(map[string]any{"host": hostName, "data_paths": []string{w.data}, "state_dir": w.old.state})
 				must(w.t, os.WriteFile(w.old.agentCfg, cfg, 0o600))
-				w.newServerUp()
 			},
 			msgs:     []string{"phase final-backup failed", "--skip-final-backup", "not absolute"},
-			tofuRuns: 1, snapshots: 2,
+			installs: 2, snapshots: 2,
 		},
 		{
+			// nixos-anywhere fails on the new server: the old one is gone
+			// already, so the rerun finishes with a plain apply (no second
+			// replace).
 			phase: rebuild.PhaseTofu,
 			breakIt: func(w *world) {
-				w.preflightOK()
-				writeFile(w.t, filepath.Join(w.standin, "fail"), "", 0o644)
+				writeFile(w.t, filepath.Join(w.wd.Standin, "fail"), "", 0o644)
 			},
 			fixIt: func(w *world) {
-				must(w.t, os.Remove(filepath.Join(w.standin, "fail")))
-				w.newServerUp()
+				must(w.t, os.Remove(filepath.Join(w.wd.Standin, "fail")))
 			},
-			msgs:     []string{"exited with status 1", "server limit exceeded (stand-in)", "continues with tofu apply"},
-			tofuRuns: 2, snapshots: 2,
+			msgs:     []string{"exited with status 1", "installing failed (injected by the test)", "The old server", "is gone; the new server vps is", "continues with tofu apply"},
+			installs: 3, snapshots: 2,
 		},
 		{
 			phase: rebuild.PhaseRestore,
 			breakIt: func(w *world) {
 				w.inject.readyMarker = true
-				w.preflightOK()
-				w.newServerUp()
 			},
 			fixIt: func(w *world) {
 				must(w.t, os.Remove(w.new.marker()))
 			},
 			msgs:     []string{"phase restore failed", "allow_inplace_restore", "rerun to restore again"},
-			tofuRuns: 1, snapshots: 2,
+			installs: 2, snapshots: 2,
 		},
 		{
 			phase: rebuild.PhaseHealth,
 			breakIt: func(w *world) {
 				w.set("health_timeout", "2s")
 				w.healthDown.Store(true)
-				w.preflightOK()
-				w.newServerUp()
 			},
 			fixIt:    func(w *world) { w.healthDown.Store(false) },
 			msgs:     []string{"is not healthy after health_timeout 2s", "503 Service Unavailable", "continues with the health check"},
-			tofuRuns: 1, snapshots: 2,
+			installs: 2, snapshots: 2,
 		},
 	}
 	for _, c := range cases {
@@ -264,6 +357,7 @@ func TestRebuildResumes(t *testing.T) {
 			w := newWorld(t)
 			w.haul("backup", "--host", hostName)
 			c.breakIt(w)
+			mark := w.api.Mark()
 			first := w.haulRun("rebuild", "--host", hostName, "--yes")
 			w.failed(first, c.phase, c.msgs...)
 			b, err := os.ReadFile(w.statePath())
@@ -301,8 +395,12 @@ func TestRebuildResumes(t *testing.T) {
 					t.Errorf("phase %s was timed again on resume", p.Name)
 				}
 			}
-			if n := w.tofuCalls(); n != c.tofuRuns {
-				t.Errorf("tofu ran %d times, want %d", n, c.tofuRuns)
+			if n := w.wd.Installs(); n != c.installs {
+				t.Errorf("the install ran %d times, want %d", n, c.installs)
+			}
+			// Whatever failed, the server was replaced once.
+			if d := w.deletes(mark); strings.Join(d, " ") != fmt.Sprintf("/servers/%d", w.oldID) {
+				t.Errorf("DELETEs %v, want only the old server's", d)
 			}
 			var sns []json.RawMessage
 			must(t, json.Unmarshal(testenv.Restic(t, w.repo, w.pwFile, "snapshots", "--json"), &sns))
@@ -324,14 +422,11 @@ func TestRebuildWaitsForThePinnedKey(t *testing.T) {
 	w.haul("backup", "--host", hostName)
 	w.set("ssh_timeout", "2s")
 	w.inject.noSSH = true
-	w.preflightOK()
-	w.newServerUp()
 	w.failed(w.haulRun("rebuild", "--host", hostName, "--yes"), rebuild.PhaseWaitSSH,
 		"no SSH with the pinned host key at "+w.primary.addr, "within ssh_timeout 2s", "continues with this wait")
 	// An impostor (or an install without the extra files) on the address.
 	impostor := w.startServer(nil)
 	w.primary.set(impostor.sshd.Addr)
-	w.newServerUp()
 	second := w.haulRun("rebuild", "--host", hostName, "--yes")
 	w.failed(second, rebuild.PhaseWaitSSH, "offers another host key than the pinned one", "extra_files_script", "HOST KEY MISMATCH")
 	if exists(impostor.marker()) {
@@ -339,7 +434,6 @@ func TestRebuildWaitsForThePinnedKey(t *testing.T) {
 	}
 
 	w.startNew(w.pendingKey)
-	w.newServerUp()
 	third := w.haulRun("rebuild", "--host", hostName, "--yes")
 	if third.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", third.code, third.stdout, third.stderr)
@@ -360,8 +454,8 @@ func TestRebuildWaitsForThePinnedKey(t *testing.T) {
 	if !strings.Contains(third.stdout, "phases total") {
 		t.Errorf("summary has no total:\n%s", third.stdout)
 	}
-	if n := w.tofuCalls(); n != 1 {
-		t.Errorf("tofu ran %d times, want 1", n)
+	if n := w.wd.Installs(); n != 2 {
+		t.Errorf("the install ran %d times, want 2 (the first apply and one rebuild)", n)
 	}
 	if exists(w.statePath()) {
 		t.Error("the state file outlived a finished rebuild")
@@ -378,24 +472,32 @@ func TestPreflight(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.haul("backup", "--host", hostName)
-	ip4 := getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", oldID))
-	ip6 := getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID))
-	// With the server gone, its primary IPs are unassigned.
-	ip4free := getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", 0))
-	ip6free := getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", 0))
-	unprotected := primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID)
-	unprotected.PrimaryIPs[0].AutoDelete = true
-	unprotected.PrimaryIPs[0].Protection.Delete = false
 
 	var sns []struct {
 		ID string `json:"id"`
 	}
 	must(t, json.Unmarshal(testenv.Restic(t, w.repo, w.pwFile, "snapshots", "--json"), &sns))
 	first := sns[0].ID[:8]
+	oldID := w.oldID
+	ipByName := func(st *fakehcloud.State, name string) *schema.PrimaryIP {
+		for _, p := range st.PrimaryIPs {
+			if p.Name == name {
+				return p
+			}
+		}
+		t.Fatalf("no primary IP %s", name)
+		return nil
+	}
+	tokenFile := filepath.Join(w.root, "nas", "hcloud-token")
+	oldTofu := filepath.Join(w.root, "old-tofu")
+	writeFile(t, oldTofu, "#!/bin/sh\necho '{\"terraform_version\":\"1.6.2\",\"platform\":\"linux_amd64\"}'\n", 0o755)
+	otherKey := testenv.NewKeyPair(t, t.TempDir(), "other")
 
 	cases := []struct {
-		name  string
-		reqs  []mockutil.Request
+		name string
+		// edit changes the world before the run (and is undone after it).
+		edit  func(st *fakehcloud.State)
+		setup func() (undo func())
 		args  []string
 		code  int
 		want  []string // in stderr (errors) or stdout (dry-run plan)
@@ -407,72 +509,122 @@ func TestPreflight(t *testing.T) {
 		},
 		{
 			name: "invalid token",
-			reqs: []mockutil.Request{{Method: "GET", Path: "/servers?name=vps", Status: 401,
-				JSON: schema.ErrorResponse{Error: schema.Error{Code: "unauthorized", Message: "unable to authenticate"}}}},
+			setup: func() func() {
+				writeFile(t, tokenFile, strings.Repeat("x", 64)+"\n", 0o600)
+				return func() { writeFile(t, tokenFile, w.token+"\n", 0o600) }
+			},
 			args: []string{"--yes"}, code: 1, where: "stderr",
 			want: []string{"hetzner: Hetzner Cloud rejected the API token (unauthorized): check hcloud_token_file", "nothing was changed"},
 		},
 		{
 			name: "missing server",
-			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4free, ip6free},
+			edit: func(st *fakehcloud.State) { st.RemoveServer(oldID) },
 			args: []string{"--yes"}, code: 1, where: "stderr",
 			want: []string{"server: no server named vps in the project this token belongs to", "--allow-missing-server"},
 		},
 		{
 			name: "locked server",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", true)), ip4, ip6},
+			edit: func(st *fakehcloud.State) { st.Servers[oldID].Locked = true },
 			args: []string{"--yes"}, code: 1, where: "stderr",
-			want: []string{"server: server vps (id 42) is locked: an action is running on it", "then rerun"},
+			want: []string{fmt.Sprintf("server: server vps (id %d) is locked: an action is running on it", oldID), "then rerun"},
 		},
 		{
 			name: "missing primary IP",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), getIPv4(schema.PrimaryIPListResponse{PrimaryIPs: []schema.PrimaryIP{}}), ip6},
+			edit: func(st *fakehcloud.State) { ipByName(st, "vps-ipv4").Name = "renamed" },
 			args: []string{"--yes"}, code: 1, where: "stderr",
 			want: []string{"primary ipv4: no primary IP named vps-ipv4", "DNS points at nothing"},
 		},
 		{
 			name: "primary IP without protection",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, getIPv6(unprotected)},
+			edit: func(st *fakehcloud.State) {
+				ip := ipByName(st, "vps-ipv6")
+				ip.AutoDelete, ip.Protection.Delete = true, false
+			},
 			args: []string{"--yes"}, code: 1, where: "stderr",
 			want: []string{"primary ipv6: vps-ipv6 (2001:db8:1::/64): auto_delete is on", "delete protection is off"},
 		},
 		{
 			name: "running server, dry run",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, ip6},
 			args: []string{"--dry-run"}, code: 0, where: "stdout",
-			want: []string{"ok    server", "server vps: id 42, running, not locked", "ok    snapshot", "every chunk indexed",
-				"-replace=hcloud_server.vps, which DESTROYS server vps (id 42)", "dry run: nothing was changed"},
+			want: []string{"ok    server", fmt.Sprintf("server vps: id %d, running, not locked", oldID), "ok    snapshot", "every chunk indexed",
+				"ok    tofu", "(OpenTofu 1.12.6)", "ok    nix", "ok    install key",
+				fmt.Sprintf("-replace=hcloud_server.vps, which DESTROYS server vps (id %d)", oldID), "dry run: nothing was changed"},
 		},
 		{
 			name: "missing server allowed, dry run",
-			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}), ip4free, ip6free},
+			edit: func(st *fakehcloud.State) { st.RemoveServer(oldID) },
 			args: []string{"--dry-run", "--allow-missing-server"}, code: 0, where: "stdout",
 			want: []string{"tofu creates it (--allow-missing-server)", "which creates server vps", "skipped: there is no old server"},
 		},
 		{
 			name: "primary IP held by another server",
-			reqs: []mockutil.Request{getServer(schema.ServerListResponse{Servers: []schema.Server{}}),
-				getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", 77)), ip6free},
+			edit: func(st *fakehcloud.State) {
+				st.RemoveServer(oldID)
+				other := int64(77)
+				ipByName(st, "vps-ipv4").AssigneeID = &other
+			},
 			args: []string{"--yes", "--allow-missing-server"}, code: 1, where: "stderr",
 			want: []string{"primary ipv4: vps-ipv4 (127.0.0.1): it is assigned to server 77, not to vps"},
 		},
 		{
 			name: "chosen snapshot, dry run",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, ip6},
 			args: []string{"--dry-run", "--snapshot", first}, code: 0, where: "stdout",
 			want: []string{"(chosen with --snapshot)", "skipped (--snapshot chooses the data)", "restore snapshot " + first + " of"},
 		},
 		{
 			name: "unknown snapshot",
-			reqs: []mockutil.Request{getServer(serverJSON(oldID, "running", false)), ip4, ip6},
 			args: []string{"--yes", "--snapshot", "deadbeef"}, code: 1, where: "stderr",
 			want: []string{"snapshot: --snapshot deadbeef: no snapshot", "haul snapshots"},
+		},
+		{
+			name: "tofu too old",
+			setup: func() func() {
+				w.set("tofu", oldTofu)
+				return func() { w.set("tofu", w.tools.Tofu) }
+			},
+			args: []string{"--yes"}, code: 1, where: "stderr",
+			want: []string{"tofu: " + oldTofu + " is OpenTofu 1.6.2, but tofu/ needs 1.10.0 or later", "install OpenTofu 1.10.0 or later"},
+		},
+		{
+			name: "nix without flakes",
+			setup: func() func() {
+				w.extraEnv = []string{"NIX_CONFIG=experimental-features = nix-command"}
+				return func() { w.extraEnv = nil }
+			},
+			args: []string{"--yes"}, code: 1, where: "stderr",
+			want: []string{"nix: ", "without flakes", "add `experimental-features = nix-command flakes` to /etc/nix/nix.conf"},
+		},
+		{
+			name: "install key is not admin_ssh_public_key",
+			setup: func() func() {
+				w.set("install_identity_file", otherKey.PrivatePath)
+				return func() { w.set("install_identity_file", w.installKey.PrivatePath) }
+			},
+			args: []string{"--yes"}, code: 1, where: "stderr",
+			want: []string{"install key: install_identity_file " + otherKey.PrivatePath, "but admin_ssh_public_key in " + filepath.Join(w.wd.Dir, "terraform.tfvars")},
+		},
+		{
+			name: "no install key and no agent",
+			setup: func() func() {
+				w.set("install_identity_file", "")
+				return func() { w.set("install_identity_file", w.installKey.PrivatePath) }
+			},
+			args: []string{"--yes"}, code: 1, where: "stderr",
+			want: []string{"install key: no install key: install_identity_file is not set and SSH_AUTH_SOCK is empty", "set install_identity_file in [hosts.rebuild]"},
 		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			w.t = t
-			w.expect(c.reqs...)
+			restore := w.api.Checkpoint()
+			defer restore()
+			if c.edit != nil {
+				w.api.Edit(c.edit)
+			}
+			if c.setup != nil {
+				defer c.setup()()
+			}
+			mark := w.api.Mark()
 			r := w.haulRun(append([]string{"rebuild", "--host", hostName}, c.args...)...)
 			t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 			if r.code != c.code {
@@ -491,8 +643,11 @@ func TestPreflight(t *testing.T) {
 				t.Errorf("plan and -replace disagree:\n%s", r.stdout)
 			}
 			w.noSecrets(r)
-			if n := w.tofuCalls(); n != 0 {
-				t.Fatalf("tofu ran %d times", n)
+			if n := w.wd.Installs(); n != 1 {
+				t.Fatalf("the install ran %d times (once is the first apply)", n)
+			}
+			if m := fakehcloud.Mutating(w.api.Since(mark)); len(m) > 0 {
+				t.Fatalf("preflight changed the API: %v", m)
 			}
 			if exists(w.statePath()) {
 				t.Fatal("preflight left a state file")
@@ -512,7 +667,6 @@ func TestPreflight(t *testing.T) {
 // preflight and the plan and goes on only when the host's name is typed.
 func confirmOnTerminal(t *testing.T, w *world) {
 	testenv.Require(t, "script", "apt-get install bsdutils")
-	w.preflightOK()
 	quoted := []string{filepath.Join(w.bins, "haul"), "--config", w.cfgPath, "rebuild", "--host", hostName}
 	for i, a := range quoted {
 		quoted[i] = "'" + a + "'"
@@ -537,12 +691,12 @@ func confirmOnTerminal(t *testing.T, w *world) {
 	if !ok || ee.ExitCode() != 1 {
 		t.Fatalf("exit %v, want 1\n%s", err, out)
 	}
-	for _, want := range []string{"ok    server", "plan for vps:", "DESTROYS server vps (id 42)", "type the host's name (vps) to go ahead:", "not confirmed; nothing was changed"} {
+	for _, want := range []string{"ok    server", "plan for vps:", fmt.Sprintf("DESTROYS server vps (id %d)", w.oldID), "type the host's name (vps) to go ahead:", "not confirmed; nothing was changed"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("terminal shows no %q:\n%s", want, out)
 		}
 	}
-	if w.tofuCalls() != 0 || exists(w.statePath()) {
+	if w.wd.Installs() != 1 || exists(w.statePath()) {
 		t.Fatal("an unconfirmed rebuild ran tofu or left state")
 	}
 }

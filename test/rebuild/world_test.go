@@ -1,9 +1,12 @@
 // Package rebuild_test drives `haul rebuild` end to end on loopback. Only
-// what cannot run here is a stand-in: Hetzner's API (hcloud-go's mockutil
-// server) and tofu (a script first on PATH that records its arguments,
-// runs the real tofu/extra-files.sh and asks the test for the "new VPS").
-// Everything else is real: sshd with the agent as forced command, the
-// kept host key, the pin, the backup, the restore, the restic CLI.
+// what cannot run here is a stand-in: Hetzner's API (tofu/fakehcloud, a
+// stateful fake that the real terraform-provider-hcloud and haul's
+// hcloud-go both talk to) and nixos-anywhere's module (tofu/tofutest's
+// stand-in with the same inputs, which runs the real tofu/extra-files.sh
+// and asks the test for the "new VPS"). Everything else is real: OpenTofu
+// and the provider on a copy of tofu/, sshd with the agent as forced
+// command, the kept host key, the pin, the backup, the restore, the
+// restic CLI.
 package rebuild_test
 
 import (
@@ -22,7 +25,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +33,8 @@ import (
 
 	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/internal/treecmp"
-	"github.com/hetznercloud/hcloud-go/v2/hcloud/exp/mockutil"
-	"github.com/hetznercloud/hcloud-go/v2/hcloud/schema"
+	"github.com/haulproject/haul/tofu/fakehcloud"
+	"github.com/haulproject/haul/tofu/tofutest"
 )
 
 func TestMain(m *testing.M) {
@@ -44,16 +46,13 @@ func TestMain(m *testing.M) {
 const (
 	hostName  = "vps"
 	dashboard = "example.com" // the name in httptest's TLS certificate
-	oldID     = 42
-	newID     = 43
-	ipv4ID    = 1001
-	ipv6ID    = 1002
 )
 
 // world is one homelab (NAS config, repository, kept host key, pin), one
 // "primary IPv4" (a loopback port that forwards to whichever server holds
-// it), the old VPS behind it, a mock Hetzner API, the stand-in tofu and a
-// TLS server standing in for the new VPS's dashboard.
+// it), the old VPS behind it, made by a first `tofu apply` against the
+// fake Hetzner API, and a TLS server standing in for the new VPS's
+// dashboard.
 type world struct {
 	t       *testing.T
 	bins    string
@@ -68,6 +67,9 @@ type world struct {
 	hostKey testenv.KeyPair // the kept key, as the NAS holds it
 
 	backupKey, restoreKey testenv.KeyPair
+	// installKey is tofu's admin_ssh_public_key and haul's
+	// install_identity_file.
+	installKey testenv.KeyPair
 
 	primary *proxy
 	data    string // the data path: the same on the old and the new VPS
@@ -77,14 +79,18 @@ type world struct {
 	// what the final backup saw.
 	gone string
 
-	api    *mockutil.Server
+	api    *fakehcloud.Server
+	tools  tofutest.Tools
+	wd     *tofutest.Workdir // the copy of tofu/ haul runs tofu in
+	oldID  int64             // the server the first apply made
 	health *httptest.Server
 	// healthDown makes the dashboard answer 503.
 	healthDown atomic.Bool
 	sni        atomic.Value // string: the SNI of the last health request
 	hostHeader atomic.Value
 
-	standin string // the stand-in tofu's directory (on PATH, records)
+	// extraEnv is added to haul's environment.
+	extraEnv []string
 	// inject makes the next bring-up of a new VPS misbehave.
 	inject struct {
 		noSSH       bool // sshd never comes up
@@ -110,8 +116,12 @@ func (s *server) marker() string { return filepath.Join(s.state, "ready") }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	testenv.Require(t, "jq", "apt-get install jq") // haul's preflight checks for it (nixos-anywhere needs it)
+	testenv.Require(t, "nix", "apt-get install nix-bin")
 	w := &world{t: t, bins: testenv.Binaries(t), root: t.TempDir(), settings: map[string]string{}}
-	w.token = "hc-test-" + randomHex(t, 16)
+	w.tools = tofutest.Find(t)
+	// 64 characters, as terraform-provider-hcloud requires.
+	w.token = randomHex(t, 32)
 	nas := filepath.Join(w.root, "nas")
 	must(t, os.MkdirAll(nas, 0o700))
 	w.repo = filepath.Join(nas, "repo")
@@ -123,14 +133,24 @@ func newWorld(t *testing.T) *world {
 	w.keys = filepath.Join(nas, "keys")
 	w.backupKey = testenv.NewKeyPair(t, w.keys, "backup")
 	w.restoreKey = testenv.NewKeyPair(t, w.keys, "restore")
+	w.installKey = testenv.NewKeyPair(t, w.keys, "install")
 
 	w.primary = startProxy(t)
-	w.api = mockutil.NewServer(t, nil)
+	// The primary IPv4 is the proxy's address.
+	w.api = fakehcloud.Start(t, w.token, fakehcloud.WithIPv4Pool("127.0.0.1"))
 	w.startHealth()
-	w.writeStandin()
 
 	w.data = filepath.Join(w.root, "srv", "pangolin")
 	makeData(t, w.data)
+	w.cfgPath = filepath.Join(nas, "haul.toml")
+	w.wd = tofutest.NewWorkdir(t, w.tools)
+	w.wd.WriteVars(t, fmt.Sprintf(`homelab_cidrs        = ["127.0.0.1/32"]
+admin_ssh_public_key = %q
+haul_bin             = %q
+haul_config          = %q
+haul_host            = %q
+`, w.installKey.AuthorizedLine, filepath.Join(w.bins, "haul"), w.cfgPath, hostName))
+	w.wd.Init(t)
 	w.writeConfig()
 
 	// The homelab side, once: a kept host key, pinned for the primary IP.
@@ -143,29 +163,71 @@ func newWorld(t *testing.T) *world {
 	priv := filepath.Join(nas, "hostkeys", hostName, "ssh_host_ed25519_key")
 	w.hostKey = keyPairFrom(t, priv)
 
-	// The old VPS runs with that key and holds the data; its stack runs
-	// (it is ready).
-	w.old = w.startServer(&w.hostKey)
+	// The first install, as docs/rebuild.md has it: a plain tofu apply.
+	// The VPS it brings up has the kept key and holds the data; its stack
+	// runs (it is ready).
+	w.tofuApply()
+	srv, ok := w.api.ServerByName(hostName)
+	if !ok {
+		t.Fatal("the first tofu apply made no server")
+	}
+	w.oldID = srv.ID
+	w.old, w.new = w.new, nil
+	if got := w.old.sshd.HostKey.AuthorizedLine; got != w.hostKey.AuthorizedLine {
+		t.Fatalf("the first install has host key %s, not the kept one", got)
+	}
 	if out, err := exec.Command(filepath.Join(w.bins, "haul-agent"), "mark-ready", "--config", w.old.agentCfg).CombinedOutput(); err != nil {
 		t.Fatalf("haul-agent mark-ready: %v\n%s", err, out)
 	}
-	w.primary.set(w.old.sshd.Addr)
 	return w
+}
+
+// tofuEnv is what an operator's shell has for a manual tofu run.
+func (w *world) tofuEnv() []string {
+	return []string{"TF_VAR_hcloud_token=" + w.token, "HCLOUD_ENDPOINT=" + w.api.URL, "STANDIN_WAIT=1"}
+}
+
+// tofuApply runs a plain `tofu apply` in the workdir, serving the
+// stand-in install while it runs.
+func (w *world) tofuApply(args ...string) {
+	w.t.Helper()
+	done := make(chan tofutest.Result, 1)
+	go func() {
+		done <- w.wd.Run(w.t, w.tofuEnv(), append([]string{"apply", "-input=false", "-auto-approve", "-no-color"}, args...)...)
+	}()
+	for {
+		select {
+		case r := <-done:
+			if r.Code != 0 {
+				w.t.Fatalf("tofu apply: exit %d\n%s", r.Code, r.Out)
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+			w.serveStandin()
+		}
+	}
+}
+
+// tofuPlan runs `tofu plan -detailed-exitcode` (0: no changes, 2: changes).
+func (w *world) tofuPlan(args ...string) tofutest.Result {
+	w.t.Helper()
+	return w.wd.Run(w.t, w.tofuEnv(), append([]string{"plan", "-input=false", "-no-color", "-detailed-exitcode"}, args...)...)
 }
 
 func (w *world) writeConfig() {
 	w.t.Helper()
-	w.cfgPath = filepath.Join(w.root, "nas", "haul.toml")
 	rebuild := map[string]string{
-		"hcloud_token_file": filepath.Join(w.root, "nas", "hcloud-token"),
-		"hcloud_endpoint":   w.api.URL,
-		"tofu_dir":          filepath.Join(testenv.ModuleRoot(w.t), "tofu"),
-		"ssh_timeout":       "20s",
-		"ready_timeout":     "5s",
-		"dashboard":         dashboard,
-		"health_address":    w.health.Listener.Addr().String(),
-		"health_ca_file":    filepath.Join(w.root, "nas", "dashboard-ca.pem"),
-		"health_timeout":    "5s",
+		"hcloud_token_file":     filepath.Join(w.root, "nas", "hcloud-token"),
+		"hcloud_endpoint":       w.api.URL,
+		"tofu":                  w.tools.Tofu,
+		"tofu_dir":              w.wd.Dir,
+		"install_identity_file": w.installKey.PrivatePath,
+		"ssh_timeout":           "20s",
+		"ready_timeout":         "5s",
+		"dashboard":             dashboard,
+		"health_address":        w.health.Listener.Addr().String(),
+		"health_ca_file":        filepath.Join(w.root, "nas", "dashboard-ca.pem"),
+		"health_timeout":        "5s",
 	}
 	for k, v := range w.settings {
 		rebuild[k] = v
@@ -270,7 +332,7 @@ func (w *world) haulRun(args ...string) run {
 	must(w.t, cmd.Start())
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	deadline := time.After(90 * time.Second)
+	deadline := time.After(5 * time.Minute)
 	for {
 		select {
 		case err := <-done:
@@ -283,7 +345,7 @@ func (w *world) haulRun(args ...string) run {
 			return r
 		case <-deadline:
 			_ = cmd.Process.Kill()
-			w.t.Fatalf("haul %s did not finish within 90s\nstderr:\n%s", strings.Join(args, " "), e.String())
+			w.t.Fatalf("haul %s did not finish within 5m\nstderr:\n%s", strings.Join(args, " "), e.String())
 		case <-time.After(20 * time.Millisecond):
 			w.serveStandin()
 		}
@@ -300,149 +362,53 @@ func (w *world) haul(args ...string) string {
 	return r.stdout
 }
 
+// env is haul's environment: no token or endpoint of its own (haul gives
+// tofu those), the CLI config with the provider mirror, nix with flakes
+// (preflight checks it; the stand-in module does not run nix), the
+// stand-in's directory.
 func (w *world) env() []string {
 	var env []string
-	for _, kv := range os.Environ() {
+	for _, kv := range w.tools.Env() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "PATH" || k == "HCLOUD_TOKEN" || strings.HasPrefix(k, "TF_VAR_") {
+		if k == "NIX_CONFIG" || k == "SSH_AUTH_SOCK" {
 			continue
 		}
 		env = append(env, kv)
 	}
-	return append(env, "PATH="+w.standin+":"+os.Getenv("PATH"), "STANDIN_DIR="+w.standin)
+	env = append(env, "STANDIN_DIR="+w.wd.Standin, "STANDIN_WAIT=1", "NIX_CONFIG=experimental-features = nix-command flakes")
+	return append(env, w.extraEnv...)
 }
 
-// The stand-in tofu. It records each call's arguments and environment
-// facts (never the token), prints what tofu would, fails if told to, runs
-// the real extra-files script in a fresh root as nixos-anywhere would, and
-// waits for the test to bring the new VPS up.
-const standinScript = `#!/bin/sh
-set -eu
-d="$STANDIN_DIR"
-n=$(( $(cat "$d/calls" 2>/dev/null || echo 0) + 1 ))
-echo "$n" > "$d/calls"
-printf '%s\n' "$@" > "$d/args.$n"
-{
-	echo "cwd=$PWD"
-	if [ -n "${TF_VAR_hcloud_token:-}" ]; then echo "token=set"; fi
-	echo "haul_host=${TF_VAR_haul_host:-}"
-	echo "in_automation=${TF_IN_AUTOMATION:-}"
-} > "$d/env.$n"
-echo "hcloud_server.vps: Destroying... [id=42]"
-if [ -e "$d/fail" ]; then
-	echo "Error: creating server: server limit exceeded (stand-in)" >&2
-	exit 1
-fi
-echo "hcloud_server.vps: Creation complete after 9s [id=43]"
-tofudir="$PWD"
-mkdir -p "$d/root.$n"
-(cd "$d/root.$n" && HAUL_BIN="$TF_VAR_haul_bin" HAUL_CONFIG="$TF_VAR_haul_config" HAUL_HOST="$TF_VAR_haul_host" "$tofudir/extra-files.sh") > "$d/extra-files.$n" 2>&1
-echo "module.deploy.module.install: nixos-anywhere installing"
-: > "$d/up.$n"
-i=0
-while [ ! -e "$d/ready.$n" ]; do
-	i=$((i + 1))
-	if [ "$i" -gt 1200 ]; then echo "the test never brought the new VPS up" >&2; exit 3; fi
-	sleep 0.05
-done
-echo "Apply complete! Resources: 1 added, 0 changed, 1 destroyed."
-`
-
-func (w *world) writeStandin() {
-	w.standin = filepath.Join(w.root, "standin")
-	must(w.t, os.MkdirAll(w.standin, 0o755))
-	writeFile(w.t, filepath.Join(w.standin, "tofu"), standinScript, 0o755)
-}
-
-// serveStandin brings up the new VPS when the stand-in asks for it.
+// serveStandin brings up the new VPS when the stand-in install asks.
 func (w *world) serveStandin() {
-	n := w.tofuCalls()
+	n := w.wd.Installs()
 	if n == 0 {
 		return
 	}
-	up := filepath.Join(w.standin, fmt.Sprintf("up.%d", n))
-	ready := filepath.Join(w.standin, fmt.Sprintf("ready.%d", n))
+	up := filepath.Join(w.wd.Standin, fmt.Sprintf("up.%d", n))
+	ready := filepath.Join(w.wd.Standin, fmt.Sprintf("ready.%d", n))
 	if !exists(up) || exists(ready) {
 		return
 	}
-	w.bringUp(filepath.Join(w.standin, fmt.Sprintf("root.%d", n)))
+	w.bringUp(filepath.Join(w.wd.Standin, fmt.Sprintf("root.%d", n)))
 	writeFile(w.t, ready, "", 0o644)
 }
 
-func (w *world) tofuCalls() int {
-	b, err := os.ReadFile(filepath.Join(w.standin, "calls"))
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n
-}
-
-func (w *world) tofuFile(name string, n int) string {
-	b, err := os.ReadFile(filepath.Join(w.standin, fmt.Sprintf("%s.%d", name, n)))
+func (w *world) standinFile(name string, n int) string {
+	b, err := os.ReadFile(filepath.Join(w.wd.Standin, fmt.Sprintf("%s.%d", name, n)))
 	must(w.t, err)
 	return string(b)
 }
 
-// The mock Hetzner API. Each helper queues the requests one phase makes,
-// in order; the server fails the test on any other request, and at the
-// end if a queued one never came.
-func (w *world) wantAuth(t *testing.T, r *http.Request) {
-	if got := r.Header.Get("Authorization"); got != "Bearer "+w.token {
-		t.Errorf("API request with Authorization %q", got)
-	}
-}
-
-func (w *world) expect(reqs ...mockutil.Request) {
-	for i := range reqs {
-		if reqs[i].Want == nil {
-			reqs[i].Want = w.wantAuth
+// deletes lists the DELETE requests the API saw since mark.
+func (w *world) deletes(mark int) []string {
+	var out []string
+	for _, r := range w.api.Since(mark) {
+		if r.Method == http.MethodDelete {
+			out = append(out, r.Path)
 		}
 	}
-	w.api.Expect(reqs)
-}
-
-func serverJSON(id int64, status string, locked bool) schema.ServerListResponse {
-	return schema.ServerListResponse{Servers: []schema.Server{{
-		ID: id, Name: hostName, Status: status, Locked: locked,
-		PublicNet: schema.ServerPublicNet{
-			IPv4: schema.ServerPublicNetIPv4{ID: ipv4ID, IP: "127.0.0.1"},
-			IPv6: schema.ServerPublicNetIPv6{ID: ipv6ID, IP: "2001:db8:1::1"},
-		},
-	}}}
-}
-
-func primaryIPJSON(id int64, name, typ, ip string, assignee int64) schema.PrimaryIPListResponse {
-	return schema.PrimaryIPListResponse{PrimaryIPs: []schema.PrimaryIP{{
-		ID: id, Name: name, Type: typ, IP: ip, AssigneeID: &assignee, AssigneeType: "server",
-		AutoDelete: false, Protection: schema.PrimaryIPProtection{Delete: true},
-	}}}
-}
-
-func getServer(body any) mockutil.Request {
-	return mockutil.Request{Method: "GET", Path: "/servers?name=" + hostName, Status: 200, JSON: body}
-}
-
-func getIPv4(body any) mockutil.Request {
-	return mockutil.Request{Method: "GET", Path: "/primary_ips?name=" + hostName + "-ipv4", Status: 200, JSON: body}
-}
-
-func getIPv6(body any) mockutil.Request {
-	return mockutil.Request{Method: "GET", Path: "/primary_ips?name=" + hostName + "-ipv6", Status: 200, JSON: body}
-}
-
-// preflightOK is what preflight asks about a healthy running server.
-func (w *world) preflightOK() {
-	w.expect(
-		getServer(serverJSON(oldID, "running", false)),
-		getIPv4(primaryIPJSON(ipv4ID, hostName+"-ipv4", "ipv4", "127.0.0.1", oldID)),
-		getIPv6(primaryIPJSON(ipv6ID, hostName+"-ipv6", "ipv6", "2001:db8:1::/64", oldID)),
-	)
-}
-
-// newServerUp is the wait-ssh phase's look at the new server.
-func (w *world) newServerUp() {
-	w.expect(getServer(serverJSON(newID, "running", false)))
+	return out
 }
 
 // startHealth serves the "dashboard": 200 once the new VPS's ready marker
