@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/internal/exclude"
 	"os"
 	"path/filepath"
 	"sync"
@@ -99,7 +100,15 @@ func (s *session) backup(ctx context.Context) error {
 			// the cache; the sender reads only the bases taken now and
 			// the file versions the walker publishes with each Location.
 			bases := cache.Bases()
-			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol}
+			var w proto.Walk
+			if err := proto.Decode(t, p, &w); err != nil {
+				return err
+			}
+			excl, err := exclude.Parse(w.Exclude)
+			if err != nil {
+				return proto.Errorf(proto.CodeProtocol, "walk: %v", err)
+			}
+			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol, Exclude: excl}
 			queue = newWantQueue()
 			wg.Add(2)
 			go func() {

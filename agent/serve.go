@@ -193,6 +193,7 @@ func (s *session) run(ctx context.Context) error {
 		DataPaths:      s.Config.DataPaths,
 		RestoreAllowed: s.AllowRestore,
 		Ready:          readyErr == nil,
+		Features:       []string{proto.FeatureExclude},
 	}
 	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {
 		return err

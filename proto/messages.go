@@ -88,8 +88,19 @@ type Frozen struct {
 	BytesCopied int64   `json:"bytes_copied"`
 }
 
+// FeatureExclude is the HelloReply feature of an agent that honours
+// Walk.Exclude. An agent without it ignores Walk's payload, so the puller
+// refuses to send it excludes (they would be ignored, and the excluded
+// files sent).
+const FeatureExclude = "exclude"
+
 // Walk asks for the manifest of the mirror (puller → agent).
-type Walk struct{}
+type Walk struct {
+	// Exclude lists patterns with restic's --exclude semantics
+	// (internal/exclude); matching paths are left out of the manifest, and
+	// below an excluded directory nothing is walked.
+	Exclude []string `json:"exclude,omitempty"`
+}
 
 // ChunkRef is one chunk of a file's content, in order.
 type ChunkRef struct {
@@ -197,6 +208,9 @@ type ManifestEnd struct {
 	FilesRead int64 `json:"files_read"`
 	BytesRead int64 `json:"bytes_read"`
 	Chunks    int64 `json:"chunks"`
+	// Excluded counts entries left out by Walk.Exclude (a directory
+	// counts once; what is below it is not walked).
+	Excluded int64 `json:"excluded,omitempty"`
 }
 
 // Done ends a backup session (puller → agent).

@@ -12,6 +12,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/internal/exclude"
 	"io"
 	"os"
 	"os/user"
@@ -139,6 +140,8 @@ type Walker struct {
 	DataPaths []string // absolute paths as on the host; found under Root
 	Cache     *Cache
 	Pol       chunker.Pol
+	// Exclude leaves matching paths out of the walk (nil: none).
+	Exclude *exclude.List
 
 	// Locations maps every chunk of the walk to where it can be read.
 	Locations map[proto.ID]Location
@@ -196,6 +199,10 @@ func (w *Walker) walkTrie(ctx context.Context, v Visitor, t *trie, rel string) e
 		c := t.children[name]
 		r := rel + "/" + name
 		if c.data {
+			if w.Exclude.Excluded(r) {
+				w.Stats.Excluded++
+				continue
+			}
 			if err := w.walk(ctx, v, r); err != nil {
 				return err
 			}
@@ -254,6 +261,10 @@ func (w *Walker) walk(ctx context.Context, v Visitor, rel string) error {
 	sort.Strings(names)
 	for _, name := range names {
 		if strings.HasPrefix(name, ".haul-tmp-") {
+			continue
+		}
+		if w.Exclude.Excluded(rel + "/" + name) {
+			w.Stats.Excluded++
 			continue
 		}
 		if err := w.walk(ctx, v, rel+"/"+name); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Options struct {
 	// MaxVersion caps the protocol version offered (0: the newest); tests
 	// use it to act as an older puller.
 	MaxVersion int
+	// Exclude lists restic-style exclude patterns the agent applies while
+	// walking, so excluded files never cross the wire.
+	Exclude []string
 }
 
 // Result summarises a pull.
@@ -264,6 +268,11 @@ func (s *session) run(ctx context.Context) error {
 		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.hello.Version, versions)
 	}
 	s.res.Paths = s.hello.DataPaths
+	if len(s.opts.Exclude) > 0 && !slices.Contains(s.hello.Features, proto.FeatureExclude) {
+		// An older agent ignores Walk's payload and would send what is
+		// excluded: refuse rather than move it over the wire.
+		return fmt.Errorf("host %s has exclude patterns but its agent (%s) cannot apply them: upgrade haul-agent on the host, or remove exclude from the host's config", s.opts.Host, s.hello.Agent)
+	}
 
 	t := time.Now()
 	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
@@ -278,7 +287,7 @@ func (s *session) run(ctx context.Context) error {
 	s.logf("%s: frozen for %.1f ms (%s), %d files copied", s.opts.Host, s.res.Frozen.FreezeMS, s.res.Frozen.Mode, s.res.Frozen.FilesCopied)
 
 	t = time.Now()
-	if err := s.conn.Send(proto.TWalk, &proto.Walk{}); err != nil {
+	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
 		return err
 	}
 	s.stack = []dirFrame{{builder: data.NewTreeJSONBuilder()}}

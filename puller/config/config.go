@@ -4,6 +4,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/haulproject/haul/internal/exclude"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,6 +62,10 @@ type Host struct {
 	// --allow-restore). Default: Command plus --allow-restore.
 	RestoreCommand []string `toml:"restore_command"`
 	Tags           []string `toml:"tags"`
+	// Exclude lists paths left out of the host's snapshots, with restic's
+	// --exclude semantics (internal/exclude); the agent skips them while
+	// walking, so they never cross the wire.
+	Exclude []string `toml:"exclude"`
 	// MaxAge makes `haul status` fail when the newest snapshot is older.
 	MaxAge Duration `toml:"max_age"`
 	// ConnectTimeout bounds the SSH dial and handshake. Default 30s.
@@ -207,7 +212,19 @@ var hostName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Load reads and validates a config file. Relative paths in it are taken
 // relative to the file's directory.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, Overrides{}) }
+
+// Overrides are settings given outside the file (haul's --repo and
+// --password-file flags, HAUL_REPOSITORY and HAUL_PASSWORD_FILE, as restic
+// has RESTIC_REPOSITORY and RESTIC_PASSWORD_FILE). They win over the file;
+// relative paths in them are relative to the working directory.
+type Overrides struct {
+	Repository   string
+	PasswordFile string
+}
+
+// LoadWith reads and validates a config file, with o applied over it.
+func LoadWith(path string, o Overrides) (*Config, error) {
 	var c Config
 	md, err := toml.DecodeFile(path, &c)
 	if err != nil {
@@ -221,6 +238,19 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: unknown keys %s (check their spelling)", path, strings.Join(keys, ", "))
 	}
 	c.Path = path
+	for _, ov := range []struct {
+		v   string
+		dst *string
+	}{{o.Repository, &c.Repository}, {o.PasswordFile, &c.PasswordFile}} {
+		if ov.v == "" {
+			continue
+		}
+		a, err := filepath.Abs(ov.v)
+		if err != nil {
+			return nil, err
+		}
+		*ov.dst = a
+	}
 	// Relative paths in the file are relative to the file, and stay valid
 	// when a cron job or unit runs haul from another directory.
 	base, err := filepath.Abs(filepath.Dir(path))
@@ -290,6 +320,9 @@ func (c *Config) validate(base string) error {
 			return fmt.Errorf("host %q is listed twice", h.Name)
 		}
 		seen[h.Name] = true
+		if _, err := exclude.Parse(h.Exclude); err != nil {
+			return fmt.Errorf("host %q: exclude: %w", h.Name, err)
+		}
 		if err := h.Retention.validate(); err != nil {
 			return fmt.Errorf("host %q: [hosts.retention]: %w", h.Name, err)
 		}

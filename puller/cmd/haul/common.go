@@ -19,7 +19,9 @@ func signalContext(c *cli.Context) (context.Context, context.CancelFunc) {
 }
 
 func loadConfig(c *cli.Context) (*config.Config, error) {
-	cfg, err := config.Load(c.String("config"))
+	cfg, err := config.LoadWith(globalString(c, "config"), config.Overrides{
+		Repository: globalString(c, "repo"), PasswordFile: globalString(c, "password-file"),
+	})
 	if err != nil {
 		return nil, configFailure(err)
 	}

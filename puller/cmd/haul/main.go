@@ -4,9 +4,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 
 	"github.com/haulproject/haul/puller/backup"
 	"github.com/urfave/cli/v2"
@@ -31,25 +34,43 @@ func (e *exitError) Unwrap() error { return e.err }
 func hostFailure(err error) error   { return &exitError{code: exitHostFailed, err: err} }
 func configFailure(err error) error { return &exitError{code: exitConfig, err: err} }
 
-var configFlag = &cli.StringFlag{
-	Name:    "config",
-	Aliases: []string{"c"},
-	Usage:   "config `FILE` (TOML)",
-	EnvVars: []string{"HAUL_CONFIG"},
-	Value:   "/etc/haul/haul.toml",
-}
+// Global flags are accepted before or after the command, as restic's are:
+// "haul --config x snapshots" and "haul snapshots --config x" mean the same.
+// globalFlags lists them; withGlobalFlags adds them to every command.
+var (
+	configFlag = &cli.StringFlag{
+		Name:    "config",
+		Aliases: []string{"c"},
+		Usage:   "config `FILE` (TOML)",
+		EnvVars: []string{"HAUL_CONFIG"},
+		Value:   "/etc/haul/haul.toml",
+	}
+	repoFlag = &cli.StringFlag{
+		Name:    "repo",
+		Aliases: []string{"r"},
+		Usage:   "repository `PATH`, instead of the config's repository",
+		EnvVars: []string{"HAUL_REPOSITORY"},
+	}
+	passwordFileFlag = &cli.StringFlag{
+		Name:    "password-file",
+		Usage:   "read the repository password from `FILE`, instead of the config's password_file",
+		EnvVars: []string{"HAUL_PASSWORD_FILE"},
+	}
+	globalFlags = []cli.Flag{configFlag, repoFlag, passwordFileFlag}
+)
 
 var jsonFlag = &cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"}
 
 // cronQuietFlag is for the commands cron runs: backup, forget, prune, check.
 var cronQuietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only failures (for cron jobs that mail their output)"}
 
-func main() {
+// newApp builds the command line; main and the in-process tests run it.
+func newApp() *cli.App {
 	app := &cli.App{
 		Name:    "haul",
 		Usage:   "pull consistent backups of a VPS into a restic repository, restore and rebuild it",
 		Version: backup.Version,
-		Flags:   []cli.Flag{configFlag},
+		Flags:   globalFlags,
 		Commands: []*cli.Command{
 			cmdInit,
 			cmdBackup,
@@ -63,21 +84,72 @@ func main() {
 			cmdForget,
 			cmdPrune,
 			cmdCheck,
+			cmdCheckConfig,
+			cmdConfig,
 			cmdStatus,
 			cmdTrueNAS,
 			cmdDemo,
+			cmdCompletion,
+			cmdMan,
 			cmdVersion,
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
+		EnableBashCompletion: true,
+		ExitErrHandler:       func(*cli.Context, error) {},
 	}
-	err := app.Run(os.Args)
+	addGlobals.Do(func() { withGlobalFlags(app.Commands) })
+	return app
+}
+
+// addGlobals adds the global flags to the (package-level) commands once.
+var addGlobals sync.Once
+
+// withGlobalFlags gives every command (and subcommand) the global flags it
+// does not define itself.
+func withGlobalFlags(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		have := map[string]bool{}
+		for _, f := range cmd.Flags {
+			for _, n := range f.Names() {
+				have[n] = true
+			}
+		}
+		for _, g := range globalFlags {
+			if !have[g.Names()[0]] {
+				cmd.Flags = append(cmd.Flags, g)
+			}
+		}
+		withGlobalFlags(cmd.Subcommands)
+	}
+}
+
+// globalString is a global flag's value, wherever on the command line it
+// was given: the innermost setting wins, else the environment or default.
+func globalString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(name) {
+			return ctx.String(name)
+		}
+	}
+	return c.String(name)
+}
+
+// run runs haul with args (args[0] is the program name) and returns the
+// exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp()
+	app.Writer, app.ErrWriter = stdout, stderr
+	err := app.RunContext(ctx, args)
 	if err == nil {
-		return
+		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "haul: %v\n", err)
+	fmt.Fprintf(stderr, "haul: %v\n", err)
 	var ee *exitError
 	if errors.As(err, &ee) {
-		os.Exit(ee.code)
+		return ee.code
 	}
-	os.Exit(exitConfig)
+	return exitConfig
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
