@@ -10,7 +10,7 @@ GOTESTFLAGS ?=
 # How long each Fuzz target runs in `make fuzz` (part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all generate build restic test test-short fuzz vet fmt
+.PHONY: all generate build man restic test test-short fuzz vet fmt
 
 all: build
 
@@ -22,6 +22,12 @@ generate:
 build: generate
 	mkdir -p bin
 	$(GO) build -o bin/ ./...
+
+# haul's man page and shell completions, generated from its command line.
+man: build
+	mkdir -p bin/share/man/man1 bin/share/completions
+	bin/haul man > bin/share/man/man1/haul.1
+	for s in bash zsh fish; do bin/haul completion $$s > bin/share/completions/haul.$$s; done
 
 # The reference restic CLI, at the version go.mod's tool directive pins.
 restic: bin/restic

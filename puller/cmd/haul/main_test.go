@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// haulRun runs haul in-process and returns stdout, stderr and the exit code.
+func haulRun(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code := run(context.Background(), append([]string{"haul"}, args...), &o, &e)
+	return o.String(), e.String(), code
+}
+
+// newSetup writes a config naming a repository and a password file that do
+// not exist yet, in a fresh directory.
+func newSetup(t *testing.T) (dir, cfg string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfg = filepath.Join(dir, "haul.toml")
+	body := "repository = \"repo\"\npassword_file = \"password\"\ncache_dir = \"cache\"\n"
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfg
+}
+
+func TestInitCreatesPasswordAndKey(t *testing.T) {
+	dir, cfg := newSetup(t)
+	key := filepath.Join(dir, "keys", "vps-backup")
+	if err := os.MkdirAll(filepath.Dir(key), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := haulRun(t, "init", "--config", cfg, "--create-password", "--create-key", key)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	pw := filepath.Join(dir, "password")
+	fi, err := os.Stat(pw)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v mode %v, want 0600", err, fi.Mode())
+	}
+	first, _ := os.ReadFile(pw)
+	if len(strings.TrimSpace(string(first))) < 40 {
+		t.Errorf("password %q is too short for 256 random bits", first)
+	}
+	fi, err = os.Stat(key)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("private key: %v mode %v, want 0600", err, fi.Mode())
+	}
+	priv, _ := os.ReadFile(key)
+	signer, err := ssh.ParsePrivateKey(priv)
+	if err != nil || signer.PublicKey().Type() != ssh.KeyAlgoED25519 {
+		t.Fatalf("private key does not parse as ed25519: %v", err)
+	}
+	pubLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	wantEntry := `command="/usr/local/bin/haul-agent serve --config /etc/haul-agent.json",restrict ` + pubLine
+	if !strings.Contains(out, wantEntry) {
+		t.Errorf("init output lacks the authorized_keys entry %q:\n%s", wantEntry, out)
+	}
+	pub, _ := os.ReadFile(key + ".pub")
+	if !strings.HasPrefix(string(pub), pubLine) {
+		t.Errorf("%s.pub = %q, want %q…", key, pub, pubLine)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "repo", "config")); err != nil {
+		t.Errorf("repository not created: %v", err)
+	}
+
+	// Neither secret is ever overwritten: exit 2, contents unchanged.
+	for _, args := range [][]string{{"--create-password"}, {"--create-key", key}} {
+		_, errOut, code := haulRun(t, append([]string{"init", "--config", cfg}, args...)...)
+		if code != exitConfig || !strings.Contains(errOut, "already exists") {
+			t.Errorf("init %v again: exit %d %q, want 2 and 'already exists'", args, code, errOut)
+		}
+	}
+	if now, _ := os.ReadFile(pw); !bytes.Equal(now, first) {
+		t.Error("the password file was changed")
+	}
+	if now, _ := os.ReadFile(key); !bytes.Equal(now, priv) {
+		t.Error("the private key was changed")
+	}
+}
+
+// TestGlobalFlagsAnywhere: --config, --repo and --password-file work before
+// and after the command, and from HAUL_CONFIG, HAUL_REPOSITORY and
+// HAUL_PASSWORD_FILE.
+func TestGlobalFlagsAnywhere(t *testing.T) {
+	dir, cfg := newSetup(t)
+	if _, e, c := haulRun(t, "--config", cfg, "init", "--create-password"); c != 0 {
+		t.Fatalf("init: %d %s", c, e)
+	}
+	for _, args := range [][]string{
+		{"--config", cfg, "snapshots", "--json"},
+		{"snapshots", "--config", cfg, "--json"},
+		{"snapshots", "-c", cfg, "--json"},
+		{"--config", "/nonexistent.toml", "snapshots", "--config", cfg, "--json"}, // innermost wins
+	} {
+		out, e, c := haulRun(t, args...)
+		if c != 0 || strings.TrimSpace(out) != "[]" {
+			t.Errorf("haul %v: exit %d out %q err %q; want 0 and []", args, c, out, e)
+		}
+	}
+	if _, e, c := haulRun(t, "snapshots", "--config", "/nonexistent.toml"); c != exitConfig || !strings.Contains(e, "/nonexistent.toml") {
+		t.Errorf("missing config: exit %d %q, want 2 naming the file", c, e)
+	}
+
+	// A second repository through the environment and through flags.
+	if _, e, c := haulRun(t, "init", "--config", cfg, "--repo", filepath.Join(dir, "repo2")); c != 0 {
+		t.Fatalf("init --repo: %d %s", c, e)
+	}
+	t.Setenv("HAUL_CONFIG", cfg)
+	t.Setenv("HAUL_REPOSITORY", filepath.Join(dir, "repo2"))
+	if out, e, c := haulRun(t, "snapshots", "--json"); c != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("env: exit %d %q %q", c, out, e)
+	}
+	t.Setenv("HAUL_REPOSITORY", filepath.Join(dir, "missing"))
+	if _, e, c := haulRun(t, "snapshots"); c != exitConfig || !strings.Contains(e, "missing") {
+		t.Errorf("HAUL_REPOSITORY to a missing repository: exit %d %q, want 2 naming it", c, e)
+	}
+	t.Setenv("HAUL_REPOSITORY", "")
+	wrong := filepath.Join(dir, "wrong-password")
+	if err := os.WriteFile(wrong, []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HAUL_PASSWORD_FILE", wrong)
+	if _, _, c := haulRun(t, "snapshots"); c != exitConfig {
+		t.Errorf("HAUL_PASSWORD_FILE with a wrong password: exit %d, want 2", c)
+	}
+	if _, e, c := haulRun(t, "snapshots", "--password-file", filepath.Join(dir, "password")); c != 0 {
+		t.Errorf("--password-file after the command beats HAUL_PASSWORD_FILE: exit %d %s", c, e)
+	}
+}
+
+// TestConfigExampleIsAccepted: what `haul config example` prints passes
+// `haul check-config`, and check-config's --json has a fixed shape.
+func TestConfigExampleIsAccepted(t *testing.T) {
+	out, _, c := haulRun(t, "config", "example")
+	if c != 0 || !strings.Contains(out, "exclude = ") || !strings.Contains(out, "[[hosts]]") {
+		t.Fatalf("config example: exit %d\n%s", c, out)
+	}
+	f := filepath.Join(t.TempDir(), "haul.toml")
+	if err := os.WriteFile(f, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, c := haulRun(t, "check-config", "--config", f); c != 0 || !strings.Contains(e, "warning: password_file") {
+		t.Errorf("check-config on the example: exit %d, stderr %q; want 0 and warnings for the files it names", c, e)
+	}
+	js, _, c := haulRun(t, "check-config", "--config", f, "--json")
+	var res checkConfigResult
+	if err := json.Unmarshal([]byte(js), &res); err != nil || c != 0 || !res.OK || len(res.Hosts) != 1 || res.Hosts[0] != "vps" || len(res.Warnings) == 0 {
+		t.Errorf("check-config --json: exit %d %v %+v\n%s", c, err, res, js)
+	}
+
+	bad := strings.Replace(out, `exclude = [`, `exclude = ["[oops", `, 1)
+	if err := os.WriteFile(f, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	js, _, c = haulRun(t, "check-config", "--config", f, "--json")
+	res = checkConfigResult{}
+	if err := json.Unmarshal([]byte(js), &res); err != nil || c != exitConfig || res.OK || !strings.Contains(res.Error, "[oops") {
+		t.Errorf("check-config --json on a bad pattern: exit %d %v %+v", c, err, res)
+	}
+	if _, e, c := haulRun(t, "check-config", "--config", f); c != exitConfig || !strings.Contains(e, `host "vps": exclude`) {
+		t.Errorf("check-config on a bad pattern: exit %d %q", c, e)
+	}
+}
+
+func TestCompletionAndMan(t *testing.T) {
+	for shell, want := range map[string]string{
+		"bash": "complete -F _haul_complete haul",
+		"zsh":  "#compdef haul",
+		"fish": "complete -c haul",
+	} {
+		out, e, c := haulRun(t, "completion", shell)
+		if c != 0 || !strings.Contains(out, want) {
+			t.Errorf("completion %s: exit %d %q, lacks %q", shell, c, e, want)
+		}
+	}
+	if _, e, c := haulRun(t, "completion", "tcsh"); c != exitConfig || !strings.Contains(e, "bash, zsh, fish") {
+		t.Errorf("completion tcsh: exit %d %q", c, e)
+	}
+	out, _, c := haulRun(t, "man")
+	for _, want := range []string{".TH haul 1", "check-config", "--password-file", "--repo"} {
+		if c != 0 || !strings.Contains(out, want) {
+			t.Errorf("man lacks %q", want)
+		}
+	}
+	// The words the shell scripts ask for: commands, then a command's flags
+	// including the global ones. urfave/cli v2 reads the word being
+	// completed from os.Args, so the test sets it as the shell would.
+	saved := os.Args
+	t.Cleanup(func() { os.Args = saved })
+	os.Args = []string{"haul", "--generate-bash-completion"}
+	out, _, _ = haulRun(t, "--generate-bash-completion")
+	if !strings.Contains(out, "snapshots\n") || !strings.Contains(out, "check-config\n") {
+		t.Errorf("command completion:\n%s", out)
+	}
+	os.Args = []string{"haul", "snapshots", "-", "--generate-bash-completion"}
+	out, _, _ = haulRun(t, "snapshots", "-", "--generate-bash-completion")
+	for _, want := range []string{"--host", "--config", "--repo", "--password-file"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("flag completion for snapshots lacks %s:\n%s", want, out)
+		}
+	}
+}
