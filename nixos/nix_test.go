@@ -150,6 +150,7 @@ type agentConfig struct {
 	} `json:"quiesce"`
 	ReadyMarker         string `json:"ready_marker"`
 	AllowInplaceRestore bool   `json:"allow_inplace_restore"`
+	AllowSpecialFiles   bool   `json:"allow_special_files"`
 }
 
 // checkConfig runs `haul-agent check-config` on path and returns its exit
@@ -216,6 +217,7 @@ func TestAgentConfigRenders(t *testing.T) {
 		mode, composeProject string
 		containers, units    []string
 		readyMarker          string // "" means <state>/ready
+		inplace, special     bool
 	}
 	cases := []struct {
 		name          string
@@ -256,12 +258,12 @@ func TestAgentConfigRenders(t *testing.T) {
 		{
 			name: "stop systemd units, custom ready marker, in-place restores allowed",
 			opts: func(data, state string) string {
-				return fmt.Sprintf(`dataPaths = %s; stateDir = %s; readyMarker = %s; allowInplaceRestore = true; keepPrevious = 0;
+				return fmt.Sprintf(`dataPaths = %s; stateDir = %s; readyMarker = %s; allowInplaceRestore = true; allowSpecialFiles = true; keepPrevious = 0;
 					quiesce = { mode = "stop"; units = [ "docker-pangolin.service" "docker-gerbil.service" ]; };`,
 					nixList(data), nixString(state), nixString(state+"-marker/ready"))
 			},
 			rstor: []string{restore},
-			want:  want{mode: "stop", units: []string{"docker-pangolin.service", "docker-gerbil.service"}, readyMarker: "-marker/ready"},
+			want:  want{mode: "stop", units: []string{"docker-pangolin.service", "docker-gerbil.service"}, readyMarker: "-marker/ready", inplace: true, special: true},
 		},
 	}
 
@@ -296,6 +298,10 @@ func TestAgentConfigRenders(t *testing.T) {
 			if got.ReadyMarker != wantMarker || r.ReadyMarker != wantMarker {
 				t.Errorf("ready marker: agent uses %q, renderer reports %q, want %q (the stack's gate must watch the file the agent writes)",
 					got.ReadyMarker, r.ReadyMarker, wantMarker)
+			}
+			if got.AllowInplaceRestore != tc.want.inplace || got.AllowSpecialFiles != tc.want.special {
+				t.Errorf("agent has allow_inplace_restore %v, allow_special_files %v; want %v and %v (config: %s)",
+					got.AllowInplaceRestore, got.AllowSpecialFiles, tc.want.inplace, tc.want.special, r.ConfigJSON)
 			}
 			if got.StateDir != state || !slices.Contains(got.DataPaths, data) {
 				t.Errorf("paths: agent has state_dir %q, data_paths %v; want %q and %q", got.StateDir, got.DataPaths, state, data)

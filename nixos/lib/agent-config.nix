@@ -28,6 +28,7 @@
   quiesce ? { },
   readyMarker ? null,
   allowInplaceRestore ? false,
+  allowSpecialFiles ? false,
   keepPrevious ? null,
   lockTimeout ? null,
   backupKeys ? [ ],
@@ -115,6 +116,7 @@ let
       # stack) agree on one path.
       ready_marker = marker;
       allow_inplace_restore = allowInplaceRestore;
+      allow_special_files = allowSpecialFiles;
     }
     // (if nonEmpty host then { inherit host; } else { })
     // (if keepPrevious != null then { keep_previous = keepPrevious; } else { })

@@ -39,6 +39,7 @@ let
       stateDir
       readyMarker
       allowInplaceRestore
+      allowSpecialFiles
       keepPrevious
       lockTimeout
       backupKeys
@@ -204,6 +205,18 @@ in
         Allow a restore onto a machine that is already marked ready. Off, a
         restore key can only fill a fresh machine, so a stolen restore key
         cannot overwrite a running VPS.
+      '';
+    };
+
+    allowSpecialFiles = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Make every restore create device nodes and keep the setuid and
+        setgid bits of files, as `haul restore --allow-special` asks for
+        one restore. Off, a snapshot of a compromised host cannot plant a
+        device node or a setuid binary on this one; Pangolin's data needs
+        neither.
       '';
     };
 
