@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"slices"
@@ -93,7 +94,9 @@ func (s *session) refuseRestore(b *proto.RestoreBegin) error {
 }
 
 // liveDataPaths returns the data paths that exist and hold something. A
-// fresh host has its data paths missing or empty.
+// fresh host has its data paths missing or empty. Anything that is not
+// known to be an empty directory (a file in its place, a directory that
+// cannot be read) counts as live: the swap would replace it.
 func liveDataPaths(paths []string) []string {
 	var live []string
 	for _, p := range paths {
@@ -104,9 +107,9 @@ func liveDataPaths(paths []string) []string {
 			}
 			continue
 		}
-		names, _ := f.Readdirnames(1)
+		names, err := f.Readdirnames(1)
 		f.Close()
-		if len(names) > 0 {
+		if len(names) > 0 || !errors.Is(err, io.EOF) {
 			live = append(live, p)
 		}
 	}

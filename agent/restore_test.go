@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -875,5 +876,34 @@ func TestRestoreFreshHostWithoutTargets(t *testing.T) {
 	}
 	if after := listing(t, h.data); after != before {
 		t.Error("failed restore changed the data")
+	}
+}
+
+// liveDataPaths decides whether an unmarked host needs --replace-live-data:
+// only a missing path or an empty directory counts as fresh.
+func TestLiveDataPaths(t *testing.T) {
+	dir := t.TempDir()
+	missing := dir + "/missing"
+	empty := dir + "/empty"
+	full := dir + "/full"
+	file := dir + "/file"
+	emptyFile := dir + "/empty-file"
+	for _, d := range []string{empty, full} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{full + "/db.sqlite", file} {
+		if err := os.WriteFile(f, []byte("data"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := liveDataPaths([]string{missing, empty, full, file, emptyFile})
+	want := []string{full, file, emptyFile}
+	if !slices.Equal(got, want) {
+		t.Errorf("live data paths %v, want %v (a file where a data directory should be is not a fresh host)", got, want)
 	}
 }
