@@ -11,6 +11,7 @@ import (
 
 	"github.com/haulproject/haul/agent/manifest"
 	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -195,8 +196,12 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	rep.FreezeMS = ms(window)
 	rep.FilesCopied = stats.Copied
 	rep.BytesCopied = stats.BytesCopied
+	rep.Skipped, rep.Warnings = stats.Skipped, stats.Warnings
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range stats.Warnings {
+		s.logf("warning: %s", w)
 	}
 	s.logf("freeze %s: %.1f ms (%d files, %d bytes copied while frozen)", q.Describe(), rep.FreezeMS, stats.Copied, stats.BytesCopied)
 	s.committed = make(chan error, 1)
@@ -392,7 +397,7 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 						delete(files, p)
 					}
 				}
-				f, err = os.Open(loc.Path)
+				f, err = longpath.Open(loc.Path)
 				if err != nil {
 					return proto.Errorf(proto.CodeIO, "open mirror file: %v", err)
 				}
