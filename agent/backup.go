@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haulproject/haul/agent/manifest"
 	"github.com/haulproject/haul/agent/mirror"
+	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -45,6 +47,27 @@ func (s *session) backup(ctx context.Context) error {
 	var bye proto.Bye
 	var walkErr, sendErr error
 	walkDone := make(chan struct{})
+	frozen := false
+	// The want queue never blocks the frame reader, so it is bounded by
+	// what a puller may ask: each chunk reference of the manifest sent so
+	// far at most once, and once more whole (after a delta it could not
+	// apply). refs is counted before a node's frame is queued, so a want
+	// can never outrun it. The queue's memory is then at most that of the
+	// walk's own chunk locations.
+	var refs atomic.Int64
+	var wants, fulls int64
+	checkWants := func(ids []proto.ID, n *int64, kind string) error {
+		*n += int64(len(ids))
+		if r := refs.Load(); *n > r {
+			return proto.Errorf(proto.CodeProtocol, "the puller sent %d %s IDs, but the manifest so far has only %d chunk references and each may be asked for once: the puller is broken or hostile; the session ends", *n, kind, r)
+		}
+		for _, id := range ids {
+			if _, ok := walker.Lookup(id); !ok {
+				return proto.Errorf(proto.CodeProtocol, "the puller asked for chunk %s, which is not in the manifest", id.Short())
+			}
+		}
+		return nil
+	}
 	// workErr stops the walker and sender and returns the first of their
 	// errors, else err. Once they are gone the cache is this goroutine's:
 	// a stale entry the sender found is dropped here.
@@ -78,6 +101,14 @@ func (s *session) backup(ctx context.Context) error {
 			if err := proto.Decode(t, p, &req); err != nil {
 				return err
 			}
+			// Each freeze stops or pauses the services: one per session.
+			if frozen {
+				return proto.Errorf(proto.CodeProtocol, "freeze requested twice in one session; a backup freezes once (start a new session to freeze again)")
+			}
+			if walker != nil {
+				return proto.Errorf(proto.CodeProtocol, "freeze requested after the walk began; the mirror must not change under the manifest")
+			}
+			frozen = true
 			rep, err := s.freeze(ctx)
 			if err != nil {
 				return err
@@ -114,7 +145,7 @@ func (s *session) backup(ctx context.Context) error {
 			go func() {
 				defer wg.Done()
 				defer close(walkDone)
-				walkErr = s.walk(ctx, walker, out)
+				walkErr = s.walk(ctx, walker, out, &refs)
 				if walkErr != nil {
 					cancel()
 				}
@@ -134,6 +165,9 @@ func (s *session) backup(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			if err := checkWants(ids, &wants, "want"); err != nil {
+				return err
+			}
 			queue.push(ids, false)
 		case proto.TWantFull:
 			if queue == nil || s.version < proto.DeltaVersion {
@@ -141,6 +175,9 @@ func (s *session) backup(ctx context.Context) error {
 			}
 			ids, err := proto.DecodeWant(p)
 			if err != nil {
+				return err
+			}
+			if err := checkWants(ids, &fulls, "want-full"); err != nil {
 				return err
 			}
 			queue.push(ids, true)
@@ -204,8 +241,12 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	rep.FreezeMS = ms(window)
 	rep.FilesCopied = stats.Copied
 	rep.BytesCopied = stats.BytesCopied
+	rep.Skipped, rep.Warnings = stats.Skipped, stats.Warnings
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range stats.Warnings {
+		s.logf("warning: %s", w)
 	}
 	s.logf("freeze %s: %.1f ms (%d files, %d bytes copied while frozen)", q.Describe(), rep.FreezeMS, stats.Copied, stats.BytesCopied)
 	s.committed = make(chan error, 1)
@@ -261,8 +302,9 @@ func (s *session) sendVia(out chan<- outFrame, t proto.Type, v any) error {
 }
 
 type visitor struct {
-	out chan<- outFrame
-	ctx context.Context
+	out  chan<- outFrame
+	ctx  context.Context
+	refs *atomic.Int64 // chunk references sent, for the want bound
 }
 
 func (v visitor) Visit(n *proto.Node) error {
@@ -270,6 +312,7 @@ func (v visitor) Visit(n *proto.Node) error {
 	if err != nil {
 		return fmt.Errorf("node %q: %w", n.Name, err)
 	}
+	v.refs.Add(int64(len(n.Chunks)))
 	select {
 	case v.out <- outFrame{t: proto.TNode, parts: [][]byte{b}}:
 		return nil
@@ -287,8 +330,8 @@ func (v visitor) Leave() error {
 	}
 }
 
-func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFrame) error {
-	if err := w.Walk(ctx, visitor{out: out, ctx: ctx}); err != nil {
+func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFrame, refs *atomic.Int64) error {
+	if err := w.Walk(ctx, visitor{out: out, ctx: ctx, refs: refs}); err != nil {
 		return proto.Errorf(proto.CodeIO, "manifest: %v", err)
 	}
 	if err := w.Cache.Save(); err != nil {
@@ -297,7 +340,8 @@ func (s *session) walk(ctx context.Context, w *manifest.Walker, out chan<- outFr
 	return s.sendVia(out, proto.TManifestEnd, &w.Stats)
 }
 
-// wantQueue is an unbounded FIFO of wanted IDs: the frame reader must
+// wantQueue is a FIFO of wanted IDs, bounded by the session (see refs in
+// backup), not by blocking: the frame reader must
 // never block on it, or the puller and agent could wait on each other.
 type wantQueue struct {
 	mu     sync.Mutex
@@ -401,7 +445,7 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 						delete(files, p)
 					}
 				}
-				f, err = os.Open(loc.Path)
+				f, err = longpath.Open(loc.Path)
 				if err != nil {
 					return proto.Errorf(proto.CodeIO, "open mirror file: %v", err)
 				}

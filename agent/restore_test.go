@@ -96,6 +96,7 @@ type puller struct {
 	blobs  map[proto.ID][]byte
 	cancel context.CancelFunc
 	in     io.Closer // the agent's stdin: closing it is the puller going away
+	host   *restoreHost
 }
 
 // startRestore runs an agent session for verb restore and does hello.

@@ -86,6 +86,12 @@ type Frozen struct {
 	PreSyncMS   float64 `json:"presync_ms"`
 	FilesCopied int64   `json:"files_copied"`
 	BytesCopied int64   `json:"bytes_copied"`
+	// Skipped counts entries of the frozen sync that changed identity
+	// between lstat and open (swapped for a symlink, say): the agent did not
+	// follow them, and the snapshot holds their previous mirror copy.
+	// Warnings describe the first few (at most 20), paths quoted.
+	Skipped  int64    `json:"skipped,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // FeatureExclude is the HelloReply feature of an agent that honours

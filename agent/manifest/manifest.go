@@ -23,6 +23,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
 )
@@ -249,7 +250,7 @@ func (w *Walker) walk(ctx context.Context, v Visitor, rel string) error {
 		return nil
 	}
 	w.Stats.Dirs++
-	f, err := os.Open(w.abs(rel))
+	f, err := longpath.Open(w.abs(rel))
 	if err != nil {
 		return err
 	}
@@ -260,9 +261,6 @@ func (w *Walker) walk(ctx context.Context, v Visitor, rel string) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if strings.HasPrefix(name, ".haul-tmp-") {
-			continue
-		}
 		if w.Exclude.Excluded(rel + "/" + name) {
 			w.Stats.Excluded++
 			continue
@@ -278,7 +276,7 @@ func (w *Walker) abs(rel string) string { return filepath.Join(w.Root, rel) }
 
 func (w *Walker) node(rel string) (*proto.Node, error) {
 	p := w.abs(rel)
-	fi, err := os.Lstat(p)
+	fi, err := longpath.Lstat(p)
 	if err != nil {
 		return nil, fmt.Errorf("mirror: %w", err)
 	}
@@ -305,7 +303,7 @@ func (w *Walker) node(rel string) (*proto.Node, error) {
 		n.Type = proto.NodeDir
 	case m&os.ModeSymlink != 0:
 		n.Type = proto.NodeSymlink
-		target, err := os.Readlink(p)
+		target, err := longpath.Readlink(p)
 		if err != nil {
 			return nil, err
 		}
@@ -382,7 +380,7 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 
 // read chunks a file and hashes its blocks for deltas, in one pass.
 func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
-	f, err := os.Open(w.abs(rel))
+	f, err := longpath.Open(w.abs(rel))
 	if err != nil {
 		return nil, nil, fmt.Errorf("mirror: %w", err)
 	}

@@ -27,7 +27,7 @@ func sync(t *testing.T, m *Mirror, src string) Stats {
 	return st
 }
 
-func write(t *testing.T, p, s string) {
+func write(t testing.TB, p, s string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)

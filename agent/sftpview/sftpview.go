@@ -40,8 +40,9 @@ import (
 // lists or stats something: a backup waits at most that long. A request
 // made while a backup or restore session holds the lock waits up to
 // sftpLockWait, then fails with a message saying so. A file opened under
-// the lock keeps its content while it is read: the mirror never rewrites a
-// file in place, it renames a new copy over it.
+// the lock keeps its content while it is read or fails the read: the
+// mirror patches a changed file's blocks in place (or renames a new copy
+// over it), and a read that a patch overlapped is refused (mirrorFile).
 
 // sftpLockWait bounds how long one request waits for a running backup or
 // restore session to release the state dir's lock.
@@ -302,7 +303,31 @@ func (v *mirrorView) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 		f.Close()
 		return nil, refusal("open", r.Filepath, "the file changed while it was opened")
 	}
-	return f, nil
+	if st2.Nlink != 1 {
+		return f, nil // the mirror patches only files with one name
+	}
+	return &mirrorFile{File: f, ctime: st2.Ctim, size: st2.Size, path: r.Filepath}, nil
+}
+
+// mirrorFile fails a read once a backup has updated the copy in place
+// (the mirror patches changed blocks of a file it already holds): the
+// client gets an error to retry, never a mix of two versions.
+type mirrorFile struct {
+	*os.File
+	ctime unix.Timespec
+	size  int64
+	path  string
+}
+
+func (f *mirrorFile) ReadAt(b []byte, off int64) (int, error) {
+	n, err := f.File.ReadAt(b, off)
+	var st unix.Stat_t
+	// A copy renamed over (nlink 0) keeps its content; one still linked
+	// whose ctime moved was patched.
+	if serr := unix.Fstat(int(f.Fd()), &st); serr != nil || (st.Nlink > 0 && (st.Ctim != f.ctime || st.Size != f.size)) {
+		return 0, refusal("read", f.path, "a backup updated the file while it was read; read it again")
+	}
+	return n, err
 }
 
 // Filewrite refuses: the view is read-only.

@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/internal/restic/data"
@@ -178,6 +181,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes, Deltas: res.Deltas, Protocol: res.Version,
 		AgentFiles: res.Manifest.FilesRead, AgentBytes: res.Manifest.BytesRead,
 		DurationMS: res.DurationMS, FilesCopied: res.Frozen.FilesCopied, BytesCopied: res.Frozen.BytesCopied,
+		MirrorSkipped: res.Frozen.Skipped, Warnings: res.Frozen.Warnings,
 	}
 	for _, p := range res.Frozen.Phases {
 		rec.FreezePhases = append(rec.FreezePhases, repo.PhaseRecord{Name: p.Name, MS: p.MS})
@@ -285,6 +289,10 @@ func (s *session) run(ctx context.Context) error {
 	s.res.FreezeMS = s.res.Frozen.FreezeMS
 	s.res.Phases["freeze"] = float64(time.Since(t).Microseconds()) / 1000
 	s.logf("%s: frozen for %.1f ms (%s), %d files copied", s.opts.Host, s.res.Frozen.FreezeMS, s.res.Frozen.Mode, s.res.Frozen.FilesCopied)
+	s.res.Frozen.Warnings = agentWarnings(s.res.Frozen.Warnings)
+	for _, w := range s.res.Frozen.Warnings {
+		s.logf("%s: warning: agent: %s", s.opts.Host, w)
+	}
 
 	t = time.Now()
 	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
@@ -563,4 +571,30 @@ func toResticNode(n *proto.Node) *data.Node {
 		}
 	}
 	return dn
+}
+
+// agentWarnings bounds and escapes the warnings an agent reports: at most
+// 20, each at most 1 KiB, control characters and invalid UTF-8 escaped.
+func agentWarnings(ws []string) []string {
+	ws = ws[:min(len(ws), 20)]
+	out := make([]string, 0, len(ws))
+	for _, w := range ws {
+		if len(w) > 1024 {
+			w = w[:1024] + "…"
+		}
+		var b strings.Builder
+		for i, r := range w {
+			switch {
+			case r == utf8.RuneError && !strings.HasPrefix(w[i:], "\uFFFD"):
+				fmt.Fprintf(&b, `\x%02x`, w[i])
+			case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r):
+				q := strconv.QuoteRune(r)
+				b.WriteString(q[1 : len(q)-1])
+			default:
+				b.WriteRune(r)
+			}
+		}
+		out = append(out, b.String())
+	}
+	return out
 }

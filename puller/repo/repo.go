@@ -164,6 +164,10 @@ type Record struct {
 	DurationMS   float64       `json:"duration_ms"`
 	FilesCopied  int64         `json:"frozen_files_copied"`
 	BytesCopied  int64         `json:"frozen_bytes_copied"`
+	// MirrorSkipped counts entries the agent did not follow because they
+	// changed under its frozen sync (see proto.Frozen); Warnings name them.
+	MirrorSkipped int64    `json:"mirror_skipped,omitempty"`
+	Warnings      []string `json:"warnings,omitempty"`
 }
 
 // PhaseRecord is one timed freeze phase.

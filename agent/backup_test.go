@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/haulproject/haul/proto"
+)
+
+// These tests play a hostile puller in a backup session: one that asks
+// for a second freeze, or floods the agent's want queue.
+
+// testPol is a valid chunker polynomial (restic's test suite uses it).
+const testPol = 0x3DA3358B4DC173
+
+func startBackup(t *testing.T) (*puller, *fakeQuiescer) {
+	t.Helper()
+	h := newRestoreHost(t, "")
+	if err := os.MkdirAll(h.data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := os.WriteFile(filepath.Join(h.data, fmt.Sprintf("f%d", i)), []byte(strings.Repeat(strconv.Itoa(i), 1000+i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return startBackupOn(t, h)
+}
+
+func startBackupOn(t *testing.T, h *restoreHost) (*puller, *fakeQuiescer) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := &fakeQuiescer{}
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &Server{Config: h.cfg, In: inR, Out: outW, Log: io.Discard, Quiescer: q}
+	p := &puller{t: t, c: proto.NewConn(outR, inW), done: make(chan error, 1), cancel: cancel, in: inW, host: h}
+	go func() {
+		err := srv.Serve(ctx, VerbBackup)
+		outW.CloseWithError(io.EOF)
+		inR.Close()
+		p.done <- err
+	}()
+	t.Cleanup(func() {
+		cancel()
+		inW.Close()
+		outR.Close()
+	})
+	must(p.c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "test", ChunkerPolynomial: strconv.FormatUint(testPol, 16)}))
+	must(p.c.Expect(proto.THelloReply, &p.hello))
+	return p, q
+}
+
+// expectError reads frames until the agent's error and checks its text.
+func (p *puller) expectError(want string) {
+	p.t.Helper()
+	for {
+		t, payload, err := p.c.R.Read()
+		if err != nil {
+			p.t.Fatalf("connection ended without an error frame: %v", err)
+		}
+		if t != proto.TError {
+			continue
+		}
+		var e proto.Error
+		if err := proto.Decode(t, payload, &e); err != nil {
+			p.t.Fatal(err)
+		}
+		if e.Code != proto.CodeProtocol || !strings.Contains(e.Message, want) {
+			p.t.Fatalf("agent error %q (%s), want one saying %q", e.Message, e.Code, want)
+		}
+		if err := <-p.done; err == nil {
+			p.t.Fatal("session ended without error")
+		}
+		return
+	}
+}
+
+// TestSecondFreezeRefused: each freeze stops or pauses the services, so a
+// session gets one; a second (or one after the walk began) ends it.
+func TestSecondFreezeRefused(t *testing.T) {
+	p, q := startBackup(t)
+	h := p.host
+	var fr proto.Frozen
+	if err := p.c.Send(proto.TFreeze, &proto.Freeze{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Expect(proto.TFrozen, &fr); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Send(proto.TFreeze, &proto.Freeze{}); err != nil {
+		t.Fatal(err)
+	}
+	p.expectError("freeze requested twice")
+	if got := strings.Count(q.got(), "quiesce"); got != 1 {
+		t.Fatalf("services quiesced %d times in one session (%s)", got, q.got())
+	}
+
+	// The same host, its mirror made by the first session: the walk
+	// would run, the freeze must not.
+	p, _ = startBackupOn(t, h)
+	if err := p.c.Send(proto.TWalk, &proto.Walk{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.Send(proto.TFreeze, &proto.Freeze{}); err != nil {
+		t.Fatal(err)
+	}
+	p.expectError("after the walk began")
+}
+
+// walked sends freeze and walk and reads the manifest, returning its
+// chunk IDs.
+func (p *puller) walked() []proto.ID {
+	p.t.Helper()
+	var fr proto.Frozen
+	if err := p.c.Send(proto.TFreeze, &proto.Freeze{}); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.c.Expect(proto.TFrozen, &fr); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.c.Send(proto.TWalk, &proto.Walk{}); err != nil {
+		p.t.Fatal(err)
+	}
+	var ids []proto.ID
+	for {
+		t, payload, err := p.c.R.Read()
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		switch t {
+		case proto.TNode:
+			var n proto.Node
+			if err := proto.Decode(t, payload, &n); err != nil {
+				p.t.Fatal(err)
+			}
+			for _, c := range n.Chunks {
+				ids = append(ids, c.ID)
+			}
+		case proto.TManifestEnd:
+			return ids
+		}
+	}
+}
+
+// TestWantFloodRefused: a puller may ask for each chunk reference of the
+// manifest once (and once more whole); more, or an ID the manifest does
+// not hold, ends the session with an error saying so, before the queue
+// grows.
+func TestWantFloodRefused(t *testing.T) {
+	p, _ := startBackup(t)
+	ids := p.walked()
+	if len(ids) != 3 {
+		t.Fatalf("manifest has %d chunks, want 3", len(ids))
+	}
+	// Legitimate: each once, and one again whole.
+	if err := p.c.W.Write(proto.TWant, proto.EncodeWant(ids)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.W.Write(proto.TWantFull, proto.EncodeWant(ids[:1])); err != nil {
+		t.Fatal(err)
+	}
+	// The flood: the same chunk 4096 times.
+	flood := make([]proto.ID, proto.MaxWantIDs)
+	for i := range flood {
+		flood[i] = ids[0]
+	}
+	if err := p.c.W.Write(proto.TWant, proto.EncodeWant(flood)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.W.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	p.expectError("each may be asked for once")
+
+	p, _ = startBackup(t)
+	p.walked()
+	if err := p.c.W.Write(proto.TWant, proto.EncodeWant([]proto.ID{proto.Hash([]byte("not in the manifest"))})); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.c.W.Flush(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatal(err)
+	}
+	p.expectError("not in the manifest")
+}
