@@ -38,6 +38,16 @@ func init() {
 // at most two ops per block.
 const MaxDeltaOps = 2*MaxChunk/DeltaBlock + 8
 
+// MaxDeltaOpsFor bounds the ops of a delta for a chunk of plainLen bytes,
+// so the work of applying it is proportional to the chunk: every block the
+// chunk touches is one copy or literal, split in two where the base's
+// chunks end. An agent builds its deltas that way; a delta with more ops is
+// not applied (the puller asks for the chunk whole).
+func MaxDeltaOpsFor(plainLen uint32) int {
+	blocks := (int(plainLen) + DeltaBlock - 1) / DeltaBlock
+	return min(2*blocks+8, MaxDeltaOps)
+}
+
 // DeltaOp is one step of a delta: either copy Length bytes from base chunk
 // Base at Offset, or (Base zero) take the literal Data.
 type DeltaOp struct {
@@ -77,9 +87,10 @@ func AppendDeltaOps(b []byte, ops []DeltaOp) []byte {
 func DecodeDeltaOps(b []byte, plainLen uint32) ([]DeltaOp, error) {
 	var ops []DeltaOp
 	var total uint64
+	maxOps := MaxDeltaOpsFor(plainLen)
 	for len(b) > 0 {
-		if len(ops) >= MaxDeltaOps {
-			return nil, frameErr("delta: more than %d ops", MaxDeltaOps)
+		if len(ops) >= maxOps {
+			return nil, frameErr("delta: more than %d ops for a chunk of %d bytes", maxOps, plainLen)
 		}
 		switch b[0] {
 		case opCopy:

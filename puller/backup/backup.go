@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
@@ -41,22 +42,31 @@ type Options struct {
 	// Exclude lists restic-style exclude patterns the agent applies while
 	// walking, so excluded files never cross the wire.
 	Exclude []string
+	// Limits bound the run's memory, storage and time (zero fields: the
+	// defaults).
+	Limits Limits
 }
 
 // Result summarises a pull.
 type Result struct {
-	Host         string             `json:"host"`
-	SnapshotID   string             `json:"snapshot_id,omitempty"`
-	Paths        []string           `json:"paths"`
-	Files        int64              `json:"files"`
-	Dirs         int64              `json:"dirs"`
-	Bytes        int64              `json:"bytes"`
-	ChunksWanted int64              `json:"chunks_wanted"`
-	ChunkBytes   int64              `json:"chunk_bytes"`
-	BlobsNew     int64              `json:"blobs_new"`
-	Version      int                `json:"protocol_version"`
-	Deltas       int64              `json:"deltas"`          // chunks received as deltas and rebuilt
-	DeltaRetries int64              `json:"delta_fallbacks"` // deltas that could not be applied: asked for whole
+	Host         string   `json:"host"`
+	SnapshotID   string   `json:"snapshot_id,omitempty"`
+	Paths        []string `json:"paths"`
+	Files        int64    `json:"files"`
+	Dirs         int64    `json:"dirs"`
+	Bytes        int64    `json:"bytes"`
+	ChunksWanted int64    `json:"chunks_wanted"`
+	ChunkBytes   int64    `json:"chunk_bytes"`
+	BlobsNew     int64    `json:"blobs_new"`
+	Version      int      `json:"protocol_version"`
+	Deltas       int64    `json:"deltas"`          // chunks received as deltas and rebuilt
+	DeltaRetries int64    `json:"delta_fallbacks"` // deltas that could not be applied: asked for whole
+	// BaseBytesLoaded counts the base chunks read from the repository to
+	// apply deltas.
+	BaseBytesLoaded int64 `json:"delta_base_bytes_loaded"`
+	// Recompressed counts compressed chunks whose frame was not stored as
+	// sent (padding, skippable frames, larger than the chunk).
+	Recompressed int64              `json:"recompressed"`
 	AgentMaxRSS  int64              `json:"agent_max_rss_kib,omitempty"`
 	BytesAdded   int64              `json:"bytes_added_packed"`
 	Wire         transport.Stats    `json:"wire"`
@@ -79,6 +89,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	opts.Limits = opts.Limits.WithDefaults()
 	start := time.Now()
 	res = &Result{Host: opts.Host, Started: start, Phases: map[string]float64{}}
 	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
@@ -96,24 +107,43 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	phase("known", t)
 
+	// The session's context ends at the deadline, or when the agent has
+	// kept the puller waiting for idle_timeout; storing what was received
+	// runs on the outer one, so it still completes.
+	sessCtx, cancelSess := context.WithCancelCause(ctx)
+	defer cancelSess(nil)
+	lim := opts.Limits
+	sessCtx, cancelDeadline := context.WithDeadlineCause(sessCtx, start.Add(lim.Deadline), &TimeoutError{
+		Key: "deadline", After: lim.Deadline, What: fmt.Sprintf("the backup of %s ran past its deadline", escape.String(opts.Host))})
+	defer cancelDeadline()
+
 	t = time.Now()
-	w, err := conn.Connect(ctx, "backup")
+	raw, err := conn.Connect(sessCtx, "backup")
 	if err != nil {
 		_ = recv.close(false)
+		if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %v", cause, err)
+		}
 		return res, err
 	}
 	phase("connect", t)
+	w := &watchedWire{Wire: raw}
+	go watch(sessCtx, cancelSess, w, lim.IdleTimeout)
 
 	s := &session{
 		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
 		conn:      proto.NewConn(w, w),
-		requested: map[proto.ID]bool{},
+		requested: map[proto.ID]uint32{},
 	}
 	var sessErr error
 	upErr := r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
 		s.up = up
 		s.pw = newPackWriter(r.Backend, r.Key(), r.PackSize(), r.Config().Version)
-		sessErr = s.run(ctx)
+		sessErr = s.run(sessCtx)
+		if cause := context.Cause(sessCtx); sessErr != nil && cause != nil && ctx.Err() == nil {
+			// A timeout: the error the read or write saw is only its echo.
+			sessErr = cause
+		}
 		if sessErr != nil && ctx.Err() != nil {
 			// Interrupted: still index the packs already written, so
 			// they are neither orphaned nor asked for again.
@@ -143,13 +173,13 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		if tail := w.Stderr(); tail != "" && !errors.Is(sessErr, context.Canceled) {
 			var pe *proto.Error
 			if !errors.As(sessErr, &pe) {
-				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, tail)
+				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, escape.Text(tail))
 			}
 		}
 		return res, fmt.Errorf("host %s: %w", opts.Host, sessErr)
 	}
 	if closeErr != nil {
-		logf("warning: agent exit: %v", closeErr)
+		logf("warning: agent exit: %s", escape.Text(closeErr.Error()))
 	}
 
 	t = time.Now()
@@ -167,11 +197,11 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		TreeBlobs:           int(s.treesNew),
 		DataAdded:           uint64(s.bytesNew.Load()),
 		DataAddedPacked:     uint64(res.BytesAdded),
-		TotalFilesProcessed: uint(res.Manifest.Files),
-		TotalBytesProcessed: uint64(res.Manifest.Bytes),
+		TotalFilesProcessed: uint(res.Files),
+		TotalBytesProcessed: uint64(res.Bytes),
 		FilesNew:            uint(s.filesNew),
-		FilesUnmodified:     uint(res.Manifest.Files - s.filesNew),
-		DirsUnmodified:      uint(res.Manifest.Dirs),
+		FilesUnmodified:     uint(res.Files - s.filesNew),
+		DirsUnmodified:      uint(res.Dirs),
 	}
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	rec := &repo.Record{
@@ -203,7 +233,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 
 type dirFrame struct {
 	node    *data.Node // nil for the root
-	builder *data.TreeJSONBuilder
+	builder *treeJSON
 }
 
 type session struct {
@@ -221,10 +251,21 @@ type session struct {
 	stack    []dirFrame
 	root     restic.ID
 
-	requested   map[proto.ID]bool // asked for and not yet received
-	pw          *packWriter       // stores compressed chunks as they came
-	full        map[proto.ID]bool // asked for whole after a delta failed
-	bases       *baseCache
+	requested  map[proto.ID]uint32 // asked for and not yet received: the length the manifest gave
+	pw         *packWriter         // stores compressed chunks as they came
+	full       map[proto.ID]bool   // asked for whole after a delta failed
+	bases      *baseCache
+	deltaPlain int64 // plain bytes of the deltas received
+	baseLoaded int64 // base bytes read from the repository for them
+
+	// What the puller itself counted and verified: never the agent's word.
+	entries     int64
+	chunkRefs   int64
+	treeBytes   int64 // held by the builders of the open directories
+	files       int64
+	dirs        int64
+	bytes       int64
+	added       int64 // bytes this run stores, as stored (max_bytes_added)
 	outstanding int
 	pending     []proto.ID // wants not yet sent
 
@@ -248,7 +289,7 @@ func (s *session) run(ctx context.Context) error {
 		versions = append(versions, v)
 	}
 	s.full = map[proto.ID]bool{}
-	s.bases = &baseCache{}
+	s.bases = newBaseCache(baseCacheBytes)
 	hello := proto.Hello{
 		Versions:          versions,
 		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
@@ -266,16 +307,21 @@ func (s *session) run(ctx context.Context) error {
 	if len(s.hello.DataPaths) == 0 {
 		return fmt.Errorf("agent reports no data paths")
 	}
-	s.res.Agent = s.hello.Agent
+	s.res.Agent = escape.String(s.hello.Agent)
 	s.res.Version = s.hello.Version
 	if s.hello.Version < proto.MinVersion || s.hello.Version > maxV {
 		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.hello.Version, versions)
 	}
 	s.res.Paths = s.hello.DataPaths
+	for _, p := range s.hello.DataPaths {
+		if !strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) || len(p) > 4095 {
+			return fmt.Errorf("%w: agent reports data path %s: not an absolute path", proto.ErrFrame, escape.Quote(p))
+		}
+	}
 	if len(s.opts.Exclude) > 0 && !slices.Contains(s.hello.Features, proto.FeatureExclude) {
 		// An older agent ignores Walk's payload and would send what is
 		// excluded: refuse rather than move it over the wire.
-		return fmt.Errorf("host %s has exclude patterns but its agent (%s) cannot apply them: upgrade haul-agent on the host, or remove exclude from the host's config", s.opts.Host, s.hello.Agent)
+		return fmt.Errorf("host %s has exclude patterns but its agent (%s) cannot apply them: upgrade haul-agent on the host, or remove exclude from the host's config", s.opts.Host, s.res.Agent)
 	}
 
 	t := time.Now()
@@ -288,6 +334,10 @@ func (s *session) run(ctx context.Context) error {
 	s.frozenAt = time.Now()
 	s.res.FreezeMS = s.res.Frozen.FreezeMS
 	s.res.Phases["freeze"] = float64(time.Since(t).Microseconds()) / 1000
+	s.res.Frozen.Mode = escape.String(s.res.Frozen.Mode)
+	for i := range s.res.Frozen.Phases {
+		s.res.Frozen.Phases[i].Name = escape.String(s.res.Frozen.Phases[i].Name)
+	}
 	s.logf("%s: frozen for %.1f ms (%s), %d files copied", s.opts.Host, s.res.Frozen.FreezeMS, s.res.Frozen.Mode, s.res.Frozen.FilesCopied)
 	s.res.Frozen.Warnings = agentWarnings(s.res.Frozen.Warnings)
 	for _, w := range s.res.Frozen.Warnings {
@@ -298,7 +348,7 @@ func (s *session) run(ctx context.Context) error {
 	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
 		return err
 	}
-	s.stack = []dirFrame{{builder: data.NewTreeJSONBuilder()}}
+	s.stack = []dirFrame{{builder: newTreeJSON()}}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(proto.MaxChunk*2), zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
 		return err
@@ -333,6 +383,7 @@ func (s *session) run(ctx context.Context) error {
 			if len(s.stack) != 1 {
 				return fmt.Errorf("agent ended the manifest with %d directories open", len(s.stack)-1)
 			}
+			s.checkAgentCounts()
 			if err := s.flushWants(); err != nil {
 				return err
 			}
@@ -353,6 +404,7 @@ func (s *session) run(ctx context.Context) error {
 			if err := proto.Decode(ft, payload, &e); err != nil {
 				return err
 			}
+			e.Code, e.Message = escape.String(e.Code), escape.Text(e.Message)
 			return fmt.Errorf("agent: %w", &e)
 		default:
 			return fmt.Errorf("%w: unexpected %s during manifest", proto.ErrFrame, ft)
@@ -361,10 +413,7 @@ func (s *session) run(ctx context.Context) error {
 	s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
 
 	root := s.stack[0].builder
-	buf, err := root.Finalize()
-	if err != nil {
-		return err
-	}
+	buf := root.finish()
 	id, known, _, err := s.up.SaveBlob(ctx, restic.TreeBlob, buf, restic.ID{}, false)
 	if err != nil {
 		return err
@@ -373,7 +422,7 @@ func (s *session) run(ctx context.Context) error {
 		s.treesNew++
 	}
 	s.root = id
-	s.res.Files, s.res.Dirs, s.res.Bytes = s.res.Manifest.Files, s.res.Manifest.Dirs, s.res.Manifest.Bytes
+	s.res.Files, s.res.Dirs, s.res.Bytes = s.files, s.dirs, s.bytes
 
 	if err := s.conn.Send(proto.TDone, &proto.Done{}); err != nil {
 		return err
@@ -390,16 +439,39 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 	if err := n.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", proto.ErrFrame, err)
 	}
+	lim := &s.opts.Limits
+	s.entries++
+	if s.entries > lim.MaxEntries {
+		return limitErr("max_entries", lim.MaxEntries, "the manifest has more than %d entries", lim.MaxEntries)
+	}
+	top := &s.stack[len(s.stack)-1]
+	if top.builder.count >= lim.MaxDirEntries {
+		return limitErr("max_dir_entries", lim.MaxDirEntries, "directory %s has more than %d entries", escape.Quote(s.dirPath()), lim.MaxDirEntries)
+	}
 	dn := toResticNode(n)
 	if n.Type == proto.NodeDir {
-		s.stack = append(s.stack, dirFrame{node: dn, builder: data.NewTreeJSONBuilder()})
+		if len(s.stack) > lim.MaxDepth {
+			return limitErr("max_depth", lim.MaxDepth, "directories nest deeper than %d levels (at %s)", lim.MaxDepth, escape.Quote(s.dirPath()))
+		}
+		if !s.leading(dn.Name) {
+			s.dirs++
+		}
+		s.stack = append(s.stack, dirFrame{node: dn, builder: newTreeJSON()})
 		return nil
 	}
 	if n.Type == proto.NodeFile {
+		s.chunkRefs += int64(len(n.Chunks))
+		if s.chunkRefs > lim.MaxChunkRefs {
+			return limitErr("max_chunk_refs", lim.MaxChunkRefs, "the manifest references more than %d chunks", lim.MaxChunkRefs)
+		}
 		newFile := false
 		for _, c := range n.Chunks {
-			if s.want(c.ID) {
-				s.requested[c.ID] = true
+			want, err := s.want(c)
+			if err != nil {
+				return err
+			}
+			if want {
+				s.requested[c.ID] = c.Length
 				s.outstanding++
 				s.pending = append(s.pending, c.ID)
 				newFile = true
@@ -408,6 +480,8 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 		if newFile {
 			s.filesNew++
 		}
+		s.files++
+		s.bytes += int64(n.Size) // the sum of its chunks' lengths, each checked
 		// Send wants per file, so the agent starts sending while it walks.
 		if err := s.flushWants(); err != nil {
 			return err
@@ -416,19 +490,65 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 	return s.add(dn)
 }
 
-// want decides whether to ask for a chunk: unless the repository has it
-// and this host sent it before (in a snapshot or an interrupted run).
-func (s *session) want(id proto.ID) bool {
-	if s.requested[id] {
-		return false
+// dirPath is the path of the innermost open directory, for messages.
+func (s *session) dirPath() string {
+	var b strings.Builder
+	for _, f := range s.stack[1:] {
+		b.WriteByte('/')
+		b.WriteString(f.node.Name)
 	}
-	rid := restic.ID(id)
-	if _, ok := s.repo.LookupBlobSize(restic.DataBlob, rid); ok {
-		if s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) || s.recv.ids[id] {
-			return false
+	if b.Len() == 0 {
+		return "/"
+	}
+	return b.String()
+}
+
+// leading reports whether the directory name, opened in the innermost
+// open directory, is one of those leading to a data path (not counted, as
+// the agent does not count them).
+func (s *session) leading(name string) bool {
+	depth := len(s.stack) // the new directory's depth
+	for _, dp := range s.hello.DataPaths {
+		parts := strings.Split(strings.Trim(dp, "/"), "/")
+		if depth >= len(parts) || parts[depth-1] != name {
+			continue
+		}
+		ok := true
+		for i, f := range s.stack[1:] {
+			if parts[i] != f.node.Name {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
 		}
 	}
-	return true
+	return false
+}
+
+// want decides whether to ask for a chunk: unless the repository has it
+// and this host sent it before (in a snapshot or an interrupted run). A
+// length that differs from the stored chunk's, or from an earlier
+// reference's, is a protocol error: sizes are counted from verified
+// lengths only.
+func (s *session) want(c proto.ChunkRef) (bool, error) {
+	if l, ok := s.requested[c.ID]; ok {
+		if l != c.Length {
+			return false, fmt.Errorf("%w: chunk %s referenced as %d and as %d bytes", proto.ErrFrame, c.ID.Short(), l, c.Length)
+		}
+		return false, nil
+	}
+	rid := restic.ID(c.ID)
+	if size, ok := s.repo.LookupBlobSize(restic.DataBlob, rid); ok {
+		if s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) || s.recv.ids[c.ID] {
+			if uint32(size) != c.Length {
+				return false, fmt.Errorf("%w: chunk %s is %d bytes in the repository, the manifest says %d", proto.ErrFrame, c.ID.Short(), size, c.Length)
+			}
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (s *session) flushWants() error {
@@ -446,8 +566,13 @@ func (s *session) flushWants() error {
 
 func (s *session) add(n *data.Node) error {
 	top := s.stack[len(s.stack)-1]
-	if err := top.builder.AddNode(n); err != nil {
+	before := top.builder.size()
+	if err := top.builder.add(n); err != nil {
 		return fmt.Errorf("%w: agent sent names out of order or twice: %v", proto.ErrFrame, err)
+	}
+	s.treeBytes += top.builder.size() - before
+	if lim := s.opts.Limits.MaxTreeBytes; s.treeBytes > lim {
+		return limitErr("max_tree_bytes", lim, "the open directories' tree data (at %s) exceeds %d bytes", escape.Quote(s.dirPath()), lim)
 	}
 	return nil
 }
@@ -458,10 +583,8 @@ func (s *session) dirEnd(ctx context.Context) error {
 	}
 	top := s.stack[len(s.stack)-1]
 	s.stack = s.stack[:len(s.stack)-1]
-	buf, err := top.builder.Finalize()
-	if err != nil {
-		return err
-	}
+	s.treeBytes -= top.builder.size()
+	buf := top.builder.finish()
 	id, known, _, err := s.up.SaveBlob(ctx, restic.TreeBlob, buf, restic.ID{}, false)
 	if err != nil {
 		return fmt.Errorf("save tree: %w", err)
@@ -473,20 +596,44 @@ func (s *session) dirEnd(ctx context.Context) error {
 	return s.add(top.node)
 }
 
+// checkAgentCounts compares manifest-end's numbers with what arrived. The
+// puller's own counts are the ones kept; a difference is only reported.
+func (s *session) checkAgentCounts() {
+	m := &s.res.Manifest
+	if m.Files != s.files || m.Dirs != s.dirs || m.Bytes != s.bytes {
+		s.logf("%s: warning: the agent reported %d files, %d dirs, %d bytes; the manifest held %d files, %d dirs, %d bytes (the snapshot records the latter)",
+			s.opts.Host, m.Files, m.Dirs, m.Bytes, s.files, s.dirs, s.bytes)
+	}
+}
+
+// charge counts bytes this run adds to the repository against
+// max_bytes_added.
+func (s *session) charge(n int) error {
+	s.added += int64(n)
+	if lim := s.opts.Limits.MaxBytesAdded; s.added > lim {
+		return limitErr("max_bytes_added", lim, "this run would add more than %d bytes to the repository", lim)
+	}
+	return nil
+}
+
 func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) error {
 	c, err := proto.DecodeChunk(payload)
 	if err != nil {
 		return err
 	}
-	if !s.requested[c.ID] {
+	want, ok := s.requested[c.ID]
+	if !ok {
 		return fmt.Errorf("%w: agent sent chunk %s, which was not asked for", proto.ErrFrame, c.ID.Short())
+	}
+	if c.Length != want {
+		return fmt.Errorf("%w: agent sent chunk %s as %d bytes, the manifest said %d", proto.ErrFrame, c.ID.Short(), c.Length, want)
 	}
 	plain, err := c.Plain(dec, nil)
 	if err != nil {
 		// Never stored: a chunk is saved only under the ID its bytes hash to.
 		return fmt.Errorf("rejected data from agent: %w", err)
 	}
-	if c.Encoding == proto.EncZstd {
+	if c.Encoding == proto.EncZstd && len(c.Data) <= len(plain) && proto.SingleZstdFrame(c.Data) {
 		// The frame is stored as the blob's compressed form: no second
 		// compression. A blob the repository already holds (sent by
 		// another host) is not stored again.
@@ -497,19 +644,32 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 		if _, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(c.ID)); ok {
 			return nil
 		}
+		if err := s.charge(len(c.Data)); err != nil {
+			return err
+		}
 		return s.pw.Add(ctx, restic.ID(c.ID), append([]byte(nil), c.Data...), len(plain))
 	}
+	if c.Encoding == proto.EncZstd {
+		// Padded, with skippable or extra frames, or larger than the
+		// chunk: the repository compresses the plain bytes itself.
+		s.res.Recompressed++
+	}
 	plain = append([]byte(nil), plain...) // the frame buffer is reused
-	s.store(ctx, c.ID, plain)
-	return nil
+	return s.store(ctx, c.ID, plain)
 }
 
 // store saves a verified chunk asynchronously.
-func (s *session) store(ctx context.Context, id proto.ID, plain []byte) {
+func (s *session) store(ctx context.Context, id proto.ID, plain []byte) error {
 	delete(s.requested, id)
 	delete(s.full, id)
 	s.outstanding--
 	s.res.ChunkBytes += int64(len(plain))
+	if _, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(id)); !ok {
+		// Charged at its plain size: an upper bound of what it adds.
+		if err := s.charge(len(plain)); err != nil {
+			return err
+		}
+	}
 	s.saves.Add(1)
 	s.up.SaveBlobAsync(ctx, restic.DataBlob, plain, restic.ID(id), false, func(_ restic.ID, known bool, size int, err error) {
 		defer s.saves.Done()
@@ -528,6 +688,7 @@ func (s *session) store(ctx context.Context, id proto.ID, plain []byte) {
 		}
 	})
 	s.recv.add(id)
+	return nil
 }
 
 // drainSaves reports the first failed blob save; with block it first waits

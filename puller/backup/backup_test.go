@@ -67,10 +67,16 @@ func (fn peer) Connect(ctx context.Context, verb string) (transport.Wire, error)
 	toAgent, fromPuller := io.Pipe()
 	toPuller, fromAgent := io.Pipe()
 	w := &pipeWire{Reader: toPuller, WriteCloser: fromPuller, done: make(chan error, 1)}
+	// As the real transports do, the session ends with its context.
+	stop := context.AfterFunc(ctx, func() {
+		toPuller.CloseWithError(ctx.Err())
+		toAgent.CloseWithError(ctx.Err())
+	})
 	go func() {
 		err := fn(ctx, toAgent, fromAgent)
 		fromAgent.CloseWithError(io.EOF)
 		toAgent.Close()
+		stop()
 		w.done <- err
 	}()
 	return w, nil

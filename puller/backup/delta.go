@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/klauspost/compress/zstd"
@@ -19,8 +20,12 @@ func (s *session) delta(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 	if err != nil {
 		return err
 	}
-	if !s.requested[d.ID] {
+	want, ok := s.requested[d.ID]
+	if !ok {
 		return fmt.Errorf("%w: agent sent a delta for chunk %s, which was not asked for", proto.ErrFrame, d.ID.Short())
+	}
+	if d.Length != want {
+		return fmt.Errorf("%w: agent sent a delta for chunk %s of %d bytes, the manifest said %d", proto.ErrFrame, d.ID.Short(), d.Length, want)
 	}
 	if s.full[d.ID] {
 		return fmt.Errorf("%w: agent sent another delta for chunk %s after it was asked for whole", proto.ErrFrame, d.ID.Short())
@@ -28,11 +33,12 @@ func (s *session) delta(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 	ops, err := d.Ops(dec)
 	var plain []byte
 	if err == nil {
-		plain, err = proto.ApplyDelta(d.ID, d.Length, ops, func(id proto.ID) ([]byte, error) { return s.base(ctx, id) })
+		bases := s.newDeltaBases(ctx, d.Length)
+		plain, err = proto.ApplyDelta(d.ID, d.Length, ops, bases.base)
 	}
 	if err != nil {
 		s.res.DeltaRetries++
-		s.logf("%s: delta for chunk %s not applied (%v); asking for it whole", s.opts.Host, d.ID.Short(), err)
+		s.logf("%s: delta for chunk %s not applied (%s); asking for it whole", s.opts.Host, d.ID.Short(), escape.String(err.Error()))
 		s.full[d.ID] = true
 		if err := s.conn.W.Write(proto.TWantFull, proto.EncodeWant([]proto.ID{d.ID})); err != nil {
 			return err
@@ -40,49 +46,124 @@ func (s *session) delta(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 		return s.conn.W.Flush()
 	}
 	s.res.Deltas++
-	s.store(ctx, d.ID, plain)
-	return nil
+	return s.store(ctx, d.ID, plain)
 }
 
-var errNotABase = errors.New("not a chunk this host has sent before")
+var (
+	errNotABase   = errors.New("not a chunk this host has sent before")
+	errDeltaWork  = errors.New("its bases are larger than a delta of its size needs")
+	errDeltaQuota = errors.New("this session has loaded more base data than its deltas justify")
+)
 
-// base loads a chunk a delta copies from. Only chunks this host itself sent
-// (in its snapshots or an interrupted run) may be bases, so a delta cannot
-// probe for other hosts' data.
-func (s *session) base(ctx context.Context, id proto.ID) ([]byte, error) {
-	if b, ok := s.bases.get(id); ok {
+// The work a delta may cost, relative to its chunk: a chunk of L bytes at
+// file offset o copies from the previous version's chunks overlapping
+// [o, o+L), which hold at most L bytes plus one chunk at each end. Over
+// that, or over the session's budget (a few times the bytes rebuilt from
+// deltas), the chunk is asked for whole: 4 104 one-byte copies rotating
+// over 8 bases cost one load of each base, not one per copy.
+const (
+	deltaSlack      = 2 * proto.MaxChunk // the two partly overlapping ends
+	baseBudgetRatio = 4
+	baseBudgetFree  = 64 << 20
+	baseCacheBytes  = 3 * proto.MaxChunk // one delta's worst case: no thrash
+)
+
+// deltaBases loads the bases of one delta, each at most once.
+type deltaBases struct {
+	s      *session
+	ctx    context.Context
+	limit  int64 // bytes of distinct bases this delta may use
+	used   int64
+	pinned map[proto.ID][]byte
+}
+
+func (s *session) newDeltaBases(ctx context.Context, plainLen uint32) *deltaBases {
+	s.deltaPlain += int64(plainLen)
+	return &deltaBases{s: s, ctx: ctx, limit: int64(plainLen) + deltaSlack, pinned: map[proto.ID][]byte{}}
+}
+
+// base returns a chunk a delta copies from. Only chunks this host itself
+// sent (in its snapshots or an interrupted run) may be bases, so a delta
+// cannot probe for other hosts' data.
+func (d *deltaBases) base(id proto.ID) ([]byte, error) {
+	if b, ok := d.pinned[id]; ok {
 		return b, nil
 	}
+	s := d.s
 	rid := restic.ID(id)
 	if !s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) && !s.recv.ids[id] {
 		return nil, errNotABase
 	}
-	b, err := s.repo.LoadBlob(ctx, restic.DataBlob, rid, nil)
-	if err != nil {
-		return nil, fmt.Errorf("not in the repository: %w", err)
+	size, ok := s.repo.LookupBlobSize(restic.DataBlob, rid)
+	if !ok {
+		return nil, fmt.Errorf("not in the repository")
 	}
-	s.bases.put(id, b)
+	if d.used+int64(size) > d.limit {
+		return nil, errDeltaWork
+	}
+	b, ok := s.bases.get(id)
+	if !ok {
+		if s.baseLoaded+int64(size) > baseBudgetRatio*s.deltaPlain+baseBudgetFree {
+			return nil, errDeltaQuota
+		}
+		var err error
+		b, err = s.repo.LoadBlob(d.ctx, restic.DataBlob, rid, nil)
+		if err != nil {
+			return nil, fmt.Errorf("not in the repository: %w", err)
+		}
+		s.baseLoaded += int64(len(b))
+		s.res.BaseBytesLoaded += int64(len(b))
+		s.bases.put(id, b)
+	}
+	d.used += int64(len(b))
+	d.pinned[id] = b
 	return b, nil
 }
 
-// baseCache keeps the last few base chunks: consecutive copies mostly come
-// from the same one. At most 4 chunks of at most 8 MiB.
+// baseCache keeps recently used bases across deltas (consecutive chunks of
+// a file copy from the same old chunks), up to a byte budget that holds
+// every base of one valid delta.
 type baseCache struct {
-	ids  [4]proto.ID
-	data [4][]byte
-	next int
+	max   int64
+	bytes int64
+	order []proto.ID // least recently used first
+	data  map[proto.ID][]byte
+}
+
+func newBaseCache(max int64) *baseCache {
+	return &baseCache{max: max, data: map[proto.ID][]byte{}}
 }
 
 func (c *baseCache) get(id proto.ID) ([]byte, bool) {
-	for i := range c.ids {
-		if c.data[i] != nil && c.ids[i] == id {
-			return c.data[i], true
+	b, ok := c.data[id]
+	if ok {
+		c.touch(id)
+	}
+	return b, ok
+}
+
+func (c *baseCache) touch(id proto.ID) {
+	for i, x := range c.order {
+		if x == id {
+			copy(c.order[i:], c.order[i+1:])
+			c.order[len(c.order)-1] = id
+			return
 		}
 	}
-	return nil, false
 }
 
 func (c *baseCache) put(id proto.ID, b []byte) {
-	c.ids[c.next], c.data[c.next] = id, b
-	c.next = (c.next + 1) % len(c.ids)
+	if _, ok := c.data[id]; ok {
+		c.touch(id)
+		return
+	}
+	for c.bytes+int64(len(b)) > c.max && len(c.order) > 0 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.bytes -= int64(len(c.data[old]))
+		delete(c.data, old)
+	}
+	c.data[id] = b
+	c.order = append(c.order, id)
+	c.bytes += int64(len(b))
 }

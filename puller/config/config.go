@@ -38,7 +38,10 @@ type Config struct {
 	// rebuild carries the same key to the new machine. Root-only.
 	// Default: "hostkeys" beside this file.
 	HostKeysDir string `toml:"host_keys_dir"`
-	Hosts       []Host `toml:"hosts"`
+	// Limits bound each host's backup (memory, storage, time); a host's
+	// [hosts.limits] overrides them key by key.
+	Limits Limits `toml:"limits"`
+	Hosts  []Host `toml:"hosts"`
 
 	// Path is the file the config was loaded from.
 	Path string `toml:"-"`
@@ -75,6 +78,8 @@ type Host struct {
 	Retention *Retention `toml:"retention"`
 	// Notify adds this host's own ping URL ([hosts.notify]).
 	Notify HostNotify `toml:"notify"`
+	// Limits override [limits] for this host ([hosts.limits]).
+	Limits Limits `toml:"limits"`
 	// Rebuild says how `haul rebuild` recreates the host ([hosts.rebuild]);
 	// nil: the host is not rebuilt by haul.
 	Rebuild *Rebuild `toml:"rebuild"`
@@ -302,6 +307,9 @@ func (c *Config) validate(base string) error {
 	if err := c.Retention.validate(); err != nil {
 		return fmt.Errorf("[retention]: %w", err)
 	}
+	if err := c.Limits.validate(); err != nil {
+		return fmt.Errorf("[limits]: %w", err)
+	}
 	if err := checkPing(c.Notify.PingURL, c.Notify.PingURLFile); err != nil {
 		return fmt.Errorf("[notify]: %w", err)
 	}
@@ -325,6 +333,9 @@ func (c *Config) validate(base string) error {
 		}
 		if err := h.Retention.validate(); err != nil {
 			return fmt.Errorf("host %q: [hosts.retention]: %w", h.Name, err)
+		}
+		if err := h.Limits.validate(); err != nil {
+			return fmt.Errorf("host %q: [hosts.limits]: %w", h.Name, err)
 		}
 		if err := checkPing(h.Notify.PingURL, h.Notify.PingURLFile); err != nil {
 			return fmt.Errorf("host %q: [hosts.notify]: %w", h.Name, err)

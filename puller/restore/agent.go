@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/internal/restic/data"
@@ -130,8 +131,9 @@ type agentSession struct {
 	mapping *Mapping
 	sources map[string]*data.Node
 
-	// content holds every chunk of the snapshot; complete (and read-only)
-	// once treeSent is closed.
+	// content holds every chunk of the snapshot, complete once treeSent is
+	// closed; an entry turns false when the agent asks for it, so each
+	// chunk is sent at most once per session (a want flood costs nothing).
 	content  map[proto.ID]bool
 	treeSent chan struct{}
 	treeOnce sync.Once
@@ -230,9 +232,10 @@ func (s *agentSession) handshake() error {
 	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
+	s.hello.Host, s.hello.Agent = escape.String(s.hello.Host), escape.String(s.hello.Agent)
 	s.res.Target, s.res.Agent = s.hello.Host, s.hello.Agent
 	if s.hello.Verb != "restore" {
-		return fmt.Errorf("agent answered verb %q to a restore request", s.hello.Verb)
+		return fmt.Errorf("agent answered verb %s to a restore request", escape.Quote(s.hello.Verb))
 	}
 	if !s.hello.RestoreAllowed {
 		return fmt.Errorf("the agent does not allow restore with this key (its forced command lacks --allow-restore)")
@@ -305,10 +308,16 @@ func (s *agentSession) read(ctx context.Context) {
 				return
 			}
 			for _, id := range ids {
-				if !s.content[id] {
+				unsent, ok := s.content[id]
+				if !ok {
 					s.fail(fmt.Errorf("%w: agent asked for chunk %s, which is not in snapshot %s", proto.ErrFrame, id.Short(), s.sn.ID.Str()))
 					return
 				}
+				if !unsent {
+					s.fail(fmt.Errorf("%w: agent asked for chunk %s a second time (each chunk is sent once per restore)", proto.ErrFrame, id.Short()))
+					return
+				}
+				s.content[id] = false
 			}
 			s.queue.push(ids)
 		case proto.TRestoreResult:
@@ -317,6 +326,7 @@ func (s *agentSession) read(ctx context.Context) {
 				s.fail(err)
 				return
 			}
+			sanitizeResult(&r)
 			s.mu.Lock()
 			s.result = &r
 			s.mu.Unlock()
@@ -328,6 +338,7 @@ func (s *agentSession) read(ctx context.Context) {
 				s.fail(err)
 				return
 			}
+			e.Code, e.Message = escape.String(e.Code), escape.Text(e.Message)
 			s.fail(fmt.Errorf("agent: %w", &e))
 			s.queue.close()
 			return
@@ -336,6 +347,20 @@ func (s *agentSession) read(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// sanitizeResult escapes the strings of an agent's result, which the
+// puller prints.
+func sanitizeResult(r *proto.RestoreResult) {
+	for _, l := range [][]string{r.Kept, r.Pruned, r.Warnings} {
+		for i := range l {
+			l[i] = escape.String(l[i])
+		}
+	}
+	for i := range r.Phases {
+		r.Phases[i].Name = escape.String(r.Phases[i].Name)
+	}
+	r.Marker = escape.String(r.Marker)
 }
 
 // sendTree streams the snapshot's tree as the backup manifest is streamed:
