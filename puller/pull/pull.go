@@ -105,6 +105,7 @@ func Host(ctx context.Context, cfg *config.Config, h *config.Host, opts HostOpti
 	res, err = backup.Run(lctx, r, conn, backup.Options{
 		Host: h.Name, Tags: append(append([]string(nil), h.Tags...), opts.Tags...), CacheDir: cfg.CacheDir, Logf: logf,
 		Exclude: h.Exclude,
+		Limits:  cfg.BackupLimits(h),
 	})
 	if err == nil {
 		logf("%s: snapshot %s saved", h.Name, res.SnapshotID[:8])
