@@ -26,6 +26,15 @@ func Text(s string) string { return escape(s, true) }
 // Quote is String in double quotes, for a name inside a sentence.
 func Quote(s string) string { return `"` + String(s) + `"` }
 
+// Strings escapes each of ss (a new slice; ss is unchanged).
+func Strings(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = String(s)
+	}
+	return out
+}
+
 // Bytes is String for a byte string (names need not be UTF-8).
 func Bytes(b []byte) string { return String(string(b)) }
 

@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"context"
-	"path"
 	"reflect"
 
 	"github.com/haulproject/haul/puller/internal/restic/data"
@@ -65,7 +64,7 @@ func Diff(ctx context.Context, repo Repository, source, target string, tree1, tr
 	stats := &DiffStats{MessageType: "statistics", SourceSnapshot: source, TargetSnapshot: target}
 	c.before.Insert(restic.BlobHandle{Type: restic.TreeBlob, ID: tree1})
 	c.after.Insert(restic.BlobHandle{Type: restic.TreeBlob, ID: tree2})
-	if err := c.diffTree(ctx, stats, "/", tree1, tree2); err != nil {
+	if err := c.walk(ctx, stats, tree1, tree2); err != nil {
 		return nil, err
 	}
 	both := c.before.Intersect(c.after)
@@ -132,145 +131,268 @@ type errBlobSize struct{ h restic.BlobHandle }
 
 func (e errBlobSize) Error() string { return "unable to find blob size for " + e.h.String() }
 
-// printDir reports everything below a removed or added directory.
-func (c *comparer) printDir(ctx context.Context, mode string, stats *DiffStat, blobs restic.AssociatedBlobSet, prefix string, id restic.ID) error {
-	tree, err := data.LoadTree(ctx, c.repo, id)
-	if err != nil {
-		return err
-	}
-	for item := range tree {
-		if item.Error != nil {
-			return item.Error
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		node := item.Node
-		name := path.Join(prefix, node.Name)
-		if node.Type == data.NodeTypeDir {
-			name += "/"
-		}
-		c.change(name, mode)
-		stats.add(node)
-		addBlobs(blobs, node)
-		if node.Type == data.NodeTypeDir {
-			if err := c.printDir(ctx, mode, stats, blobs, name, *node.Subtree); err != nil && err != context.Canceled {
-				c.warn(err)
-			}
-		}
-	}
-	return ctx.Err()
+// The comparison walks both snapshots with an explicit stack of frames, as
+// Ls does: one frame per open directory pair (diff), per directory only
+// one side has (print: everything below it was added or removed), or per
+// directory both share (collect: only its blobs count). Paths share one
+// buffer, so memory grows with the depth, not with its square. The order
+// of changes, the warnings and the statistics are restic diff's.
+type frameKind int
+
+const (
+	frameDiff frameKind = iota
+	framePrint
+	frameCollect
+)
+
+type diffFrame struct {
+	kind   frameKind
+	a, b   *treeCursor // diff: the older and newer tree; print and collect: a
+	na, nb *data.Node  // diff: the next node of each side, peeked
+	peeked bool
+	prefix []byte
+	top    bool // the snapshots' root trees: their errors end the diff
+
+	// print: the side's sign, statistics and blob set.
+	mode  string
+	stat  *DiffStat
+	blobs restic.AssociatedBlobSet
 }
 
-// collectDir records the blobs of a subtree both snapshots share.
-func (c *comparer) collectDir(ctx context.Context, blobs restic.AssociatedBlobSet, id restic.ID) error {
-	tree, err := data.LoadTree(ctx, c.repo, id)
-	if err != nil {
-		return err
+// exhausted reports whether the frame has nothing after what it last
+// returned, so a descent may drop it first.
+func (f *diffFrame) exhausted() bool {
+	if f.kind == frameDiff {
+		return f.na == nil && f.nb == nil && !f.a.more() && !f.b.more()
 	}
-	for item := range tree {
-		if item.Error != nil {
-			return item.Error
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		addBlobs(blobs, item.Node)
-		if item.Node.Type == data.NodeTypeDir {
-			if err := c.collectDir(ctx, blobs, *item.Node.Subtree); err != nil && err != context.Canceled {
-				c.warn(err)
-			}
-		}
-	}
-	return ctx.Err()
+	return !f.a.more()
 }
 
-func (c *comparer) diffTree(ctx context.Context, stats *DiffStats, prefix string, id1, id2 restic.ID) error {
-	tree1, err := data.LoadTree(ctx, c.repo, id1)
+func (c *comparer) walk(ctx context.Context, stats *DiffStats, tree1, tree2 restic.ID) error {
+	a, err := openTree(ctx, c.repo, tree1)
 	if err != nil {
 		return err
 	}
-	tree2, err := data.LoadTree(ctx, c.repo, id2)
+	b, err := openTree(ctx, c.repo, tree2)
 	if err != nil {
 		return err
 	}
-	for dt := range data.DualTreeIterator(tree1, tree2) {
-		if dt.Error != nil {
-			return dt.Error
+	stack := []*diffFrame{{kind: frameDiff, a: a, b: b, prefix: make([]byte, 0, 4096), top: true}}
+	// fail ends a frame on error: the root's error ends the diff, a
+	// deeper one is a warning and its parent goes on.
+	fail := func(f *diffFrame, err error) error {
+		for len(stack) > 0 && stack[len(stack)-1] != f {
+			stack = stack[:len(stack)-1]
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if len(stack) > 0 {
+			stack = stack[:len(stack)-1]
 		}
-		node1, node2 := dt.Tree1, dt.Tree2
-		var name string
-		if node1 != nil {
-			name = node1.Name
-		} else {
-			name = node2.Name
+		if f.top {
+			return err
 		}
-		addBlobs(c.before, node1)
-		addBlobs(c.after, node2)
-
-		switch {
-		case node1 != nil && node2 != nil:
-			name := path.Join(prefix, name)
-			mod := ""
-			if node1.Type != node2.Type {
-				mod += "T"
+		if err != context.Canceled {
+			c.warn(err)
+		}
+		return nil
+	}
+	// push opens a subtree frame below f, dropping f first if it is done.
+	push := func(f *diffFrame, nf *diffFrame, ids ...restic.ID) error {
+		cur, err := openTree(ctx, c.repo, ids[0])
+		if err != nil {
+			if err != context.Canceled {
+				c.warn(err)
 			}
-			if node2.Type == data.NodeTypeDir {
+			return nil
+		}
+		nf.a = cur
+		if len(ids) == 2 {
+			if nf.b, err = openTree(ctx, c.repo, ids[1]); err != nil {
+				if err != context.Canceled {
+					c.warn(err)
+				}
+				return nil
+			}
+		}
+		if !f.top && f.exhausted() && len(stack) > 0 && stack[len(stack)-1] == f {
+			if err := f.finish(); err != nil {
+				if ferr := fail(f, err); ferr != nil {
+					return ferr
+				}
+			} else {
+				stack = stack[:len(stack)-1]
+			}
+		}
+		stack = append(stack, nf)
+		return nil
+	}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f := stack[len(stack)-1]
+		switch f.kind {
+		case frameDiff:
+			node1, node2, err := f.nextPair()
+			if err != nil {
+				if err := fail(f, err); err != nil {
+					return err
+				}
+				continue
+			}
+			if node1 == nil && node2 == nil {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			if err := c.diffEntry(f, stats, node1, node2, push); err != nil {
+				return err
+			}
+		case framePrint, frameCollect:
+			node, err := f.a.next()
+			if err != nil {
+				if err := fail(f, err); err != nil {
+					return err
+				}
+				continue
+			}
+			if node == nil {
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			full := joinPath(f.prefix, node.Name)
+			if f.kind == frameCollect {
+				addBlobs(c.blobsFor(f), node)
+				if node.Type == data.NodeTypeDir {
+					if err := push(f, &diffFrame{kind: frameCollect, prefix: full}, *node.Subtree); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			name := string(full)
+			if node.Type == data.NodeTypeDir {
 				name += "/"
 			}
-			if node1.Type == data.NodeTypeFile && node2.Type == data.NodeTypeFile && !reflect.DeepEqual(node1.Content, node2.Content) {
-				mod += "M"
-				stats.ChangedFiles++
-				n1, n2 := *node1, *node2
-				n1.Content, n2.Content = nil, nil
-				if n1.Equals(n2) {
-					mod += "?" // content changed, metadata did not: probable bitrot
-				}
-			} else if c.opts.Metadata && !node1.Equals(*node2) {
-				mod += "U"
-			}
-			if mod != "" {
-				c.change(name, mod)
-			}
-			if node1.Type == data.NodeTypeDir && node2.Type == data.NodeTypeDir {
-				var err error
-				if node1.Subtree.Equal(*node2.Subtree) {
-					err = c.collectDir(ctx, c.common, *node1.Subtree)
-				} else {
-					err = c.diffTree(ctx, stats, name, *node1.Subtree, *node2.Subtree)
-				}
-				if err != nil && err != context.Canceled {
-					c.warn(err)
-				}
-			}
-		case node1 != nil:
-			p := path.Join(prefix, name)
-			if node1.Type == data.NodeTypeDir {
-				p += "/"
-			}
-			c.change(p, "-")
-			stats.Removed.add(node1)
-			if node1.Type == data.NodeTypeDir {
-				if err := c.printDir(ctx, "-", &stats.Removed, c.before, p, *node1.Subtree); err != nil && err != context.Canceled {
-					c.warn(err)
-				}
-			}
-		default:
-			p := path.Join(prefix, name)
-			if node2.Type == data.NodeTypeDir {
-				p += "/"
-			}
-			c.change(p, "+")
-			stats.Added.add(node2)
-			if node2.Type == data.NodeTypeDir {
-				if err := c.printDir(ctx, "+", &stats.Added, c.after, p, *node2.Subtree); err != nil && err != context.Canceled {
-					c.warn(err)
+			c.change(name, f.mode)
+			f.stat.add(node)
+			addBlobs(f.blobs, node)
+			if node.Type == data.NodeTypeDir {
+				if err := push(f, &diffFrame{kind: framePrint, prefix: full, mode: f.mode, stat: f.stat, blobs: f.blobs}, *node.Subtree); err != nil {
+					return err
 				}
 			}
 		}
 	}
 	return ctx.Err()
+}
+
+// blobsFor is the set a collect frame adds to: the blobs both share.
+func (c *comparer) blobsFor(*diffFrame) restic.AssociatedBlobSet { return c.common }
+
+// finish reads the end of a frame's trees (their closing brackets).
+func (f *diffFrame) finish() error {
+	if _, err := f.a.next(); err != nil {
+		return err
+	}
+	if f.b != nil {
+		if _, err := f.b.next(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nextPair is restic's dual tree iteration: the next name of either tree,
+// with the node each side has under it.
+func (f *diffFrame) nextPair() (node1, node2 *data.Node, err error) {
+	if !f.peeked {
+		if f.na, err = f.a.next(); err != nil {
+			return nil, nil, err
+		}
+		if f.nb, err = f.b.next(); err != nil {
+			return nil, nil, err
+		}
+		f.peeked = true
+	}
+	node1, node2 = f.na, f.nb
+	if node1 != nil && node2 != nil {
+		if node1.Name < node2.Name {
+			node2 = nil
+		} else if node1.Name > node2.Name {
+			node1 = nil
+		}
+	}
+	if node1 != nil {
+		if f.na, err = f.a.next(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if node2 != nil {
+		if f.nb, err = f.b.next(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return node1, node2, nil
+}
+
+// diffEntry reports one name of a directory pair and opens what is below.
+func (c *comparer) diffEntry(f *diffFrame, stats *DiffStats, node1, node2 *data.Node, push func(f, nf *diffFrame, ids ...restic.ID) error) error {
+	addBlobs(c.before, node1)
+	addBlobs(c.after, node2)
+	var n *data.Node
+	if node1 != nil {
+		n = node1
+	} else {
+		n = node2
+	}
+	full := joinPath(f.prefix, n.Name)
+	name := string(full)
+	switch {
+	case node1 != nil && node2 != nil:
+		mod := ""
+		if node1.Type != node2.Type {
+			mod += "T"
+		}
+		if node2.Type == data.NodeTypeDir {
+			name += "/"
+		}
+		if node1.Type == data.NodeTypeFile && node2.Type == data.NodeTypeFile && !reflect.DeepEqual(node1.Content, node2.Content) {
+			mod += "M"
+			stats.ChangedFiles++
+			n1, n2 := *node1, *node2
+			n1.Content, n2.Content = nil, nil
+			if n1.Equals(n2) {
+				mod += "?" // content changed, metadata did not: probable bitrot
+			}
+		} else if c.opts.Metadata && !node1.Equals(*node2) {
+			mod += "U"
+		}
+		if mod != "" {
+			c.change(name, mod)
+		}
+		if node1.Type == data.NodeTypeDir && node2.Type == data.NodeTypeDir {
+			if node1.Subtree.Equal(*node2.Subtree) {
+				return push(f, &diffFrame{kind: frameCollect, prefix: full}, *node1.Subtree)
+			}
+			return push(f, &diffFrame{kind: frameDiff, prefix: full}, *node1.Subtree, *node2.Subtree)
+		}
+	case node1 != nil:
+		if node1.Type == data.NodeTypeDir {
+			name += "/"
+		}
+		c.change(name, "-")
+		stats.Removed.add(node1)
+		if node1.Type == data.NodeTypeDir {
+			return push(f, &diffFrame{kind: framePrint, prefix: full, mode: "-", stat: &stats.Removed, blobs: c.before}, *node1.Subtree)
+		}
+	default:
+		if node2.Type == data.NodeTypeDir {
+			name += "/"
+		}
+		c.change(name, "+")
+		stats.Added.add(node2)
+		if node2.Type == data.NodeTypeDir {
+			return push(f, &diffFrame{kind: framePrint, prefix: full, mode: "+", stat: &stats.Added, blobs: c.after}, *node2.Subtree)
+		}
+	}
+	return nil
 }

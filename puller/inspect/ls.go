@@ -7,6 +7,7 @@ package inspect
 import (
 	"context"
 	"fmt"
+	"github.com/haulproject/haul/internal/escape"
 	"os"
 	"strings"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/fs"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
-	"github.com/haulproject/haul/puller/internal/restic/walker"
 )
 
 // LsOptions selects what Ls visits.
@@ -56,31 +56,67 @@ func Ls(ctx context.Context, repo restic.BlobLoader, tree restic.ID, opts LsOpti
 		}
 		return false
 	}
-	return walker.Walk(ctx, repo, tree, walker.WalkVisitor{
-		ProcessNode: func(_ restic.ID, p string, node *data.Node, err error) error {
-			if err != nil {
+	// An explicit stack of open trees, each level holding only its cursor
+	// and the end of its prefix in a shared path buffer: memory grows with
+	// the depth, not with its square, and no Go stack frame is spent per
+	// level. A level whose last node is a directory is dropped before the
+	// walk descends (a chain of single directories costs one level).
+	type level struct {
+		cur    *treeCursor
+		prefix []byte
+	}
+	root, err := openTree(ctx, repo, tree)
+	if err != nil {
+		return err
+	}
+	stack := []level{{cur: root, prefix: make([]byte, 0, 4096)}}
+	for len(stack) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		top := stack[len(stack)-1]
+		node, err := top.cur.next()
+		if err != nil {
+			return err
+		}
+		if node == nil {
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if node.Type == data.NodeTypeInvalid {
+			return fmt.Errorf("node type is empty for node %q", node.Name)
+		}
+		full := joinPath(top.prefix, node.Name)
+		p := string(full)
+		descend := false
+		if within(p) {
+			if err := visit(p, node); err != nil {
 				return err
 			}
-			if node == nil {
-				return nil
+			descend = opts.Recursive
+		}
+		if !descend {
+			descend = approaching(p)
+		}
+		if node.Type != data.NodeTypeDir || !descend {
+			continue
+		}
+		if node.Subtree == nil {
+			return fmt.Errorf("subtree for node %v in tree %v is nil", node.Name, p)
+		}
+		sub, err := openTree(ctx, repo, *node.Subtree)
+		if err != nil {
+			return err
+		}
+		if !top.cur.more() {
+			if _, err := top.cur.next(); err != nil { // the tree's closing
+				return err
 			}
-			if within(p) {
-				if err := visit(p, node); err != nil {
-					return err
-				}
-				if opts.Recursive {
-					return nil
-				}
-			}
-			if approaching(p) {
-				return nil
-			}
-			if node.Type == data.NodeTypeDir {
-				return walker.ErrSkipNode
-			}
-			return nil
-		},
-	})
+			stack = stack[:len(stack)-1]
+		}
+		stack = append(stack, level{cur: sub, prefix: full})
+	}
+	return nil
 }
 
 // LsNode is one node of `ls --json`, the record `restic ls --json` prints.
@@ -125,7 +161,7 @@ func FormatLong(path string, n *data.Node) string {
 		mode = os.ModeDir
 	case data.NodeTypeSymlink:
 		mode = os.ModeSymlink
-		target = fmt.Sprintf(" -> %v", n.LinkTarget)
+		target = fmt.Sprintf(" -> %v", escape.String(n.LinkTarget))
 	case data.NodeTypeDev:
 		mode = os.ModeDevice
 	case data.NodeTypeCharDev:
@@ -136,5 +172,5 @@ func FormatLong(path string, n *data.Node) string {
 		mode = os.ModeSocket
 	}
 	return fmt.Sprintf("%s %5d %5d %6d %s %s%s", mode|n.Mode, n.UID, n.GID, n.Size,
-		n.ModTime.Local().Format("2006-01-02 15:04:05"), path, target)
+		n.ModTime.Local().Format("2006-01-02 15:04:05"), escape.String(path), target)
 }

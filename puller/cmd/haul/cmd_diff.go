@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/escape"
 
 	"github.com/haulproject/haul/puller/inspect"
 	"github.com/haulproject/haul/puller/internal/restic/ui"
@@ -53,13 +54,13 @@ func runDiff(c *cli.Context) error {
 	w := c.App.Writer
 	jsonOut := c.Bool("json")
 	enc := json.NewEncoder(w)
-	emit := func(ch inspect.Change) { fmt.Fprintf(w, "%-5s%v\n", ch.Modifier, ch.Path) }
+	emit := func(ch inspect.Change) { fmt.Fprintf(w, "%-5s%v\n", ch.Modifier, escape.String(ch.Path)) }
 	if jsonOut {
 		emit = func(ch inspect.Change) { _ = enc.Encode(ch) }
 	} else {
 		fmt.Fprintf(w, "comparing snapshot %v to %v:\n\n", sn1.ID.Str(), sn2.ID.Str())
 	}
-	warn := func(err error) { fmt.Fprintf(c.App.ErrWriter, "error: %v\n", err) }
+	warn := func(err error) { fmt.Fprintf(c.App.ErrWriter, "error: %v\n", escape.String(err.Error())) }
 	stats, err := inspect.Diff(ctx, r, c.Args().Get(0), c.Args().Get(1), *sn1.Tree, *sn2.Tree,
 		inspect.DiffOptions{Metadata: c.Bool("metadata")}, emit, warn)
 	if err != nil {

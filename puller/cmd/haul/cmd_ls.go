@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/escape"
 
 	"github.com/haulproject/haul/puller/inspect"
 	"github.com/haulproject/haul/puller/internal/restic/data"
@@ -59,11 +60,13 @@ func runLs(c *cli.Context) error {
 		}
 		visit = func(p string, n *data.Node) error { return enc.Encode(inspect.NewLsNode(p, n)) }
 	} else {
-		fmt.Fprintf(w, "snapshot %s of %v at %s by %s@%s filtered by %v:\n", sn.ID.Str(), sn.Paths, sn.Time, sn.Username, sn.Hostname, dirs)
+		fmt.Fprintf(w, "snapshot %s of %v at %s by %s@%s filtered by %v:\n", sn.ID.Str(), escape.Strings(sn.Paths), sn.Time, escape.String(sn.Username), escape.String(sn.Hostname), escape.Strings(dirs))
 		long := c.Bool("long")
 		visit = func(p string, n *data.Node) error {
 			if long {
-				p = inspect.FormatLong(p, n)
+				p = inspect.FormatLong(p, n) // escaped there
+			} else {
+				p = escape.String(p)
 			}
 			_, err := fmt.Fprintln(w, p)
 			return err

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/internal/units"
 	"strings"
 	"text/tabwriter"
@@ -47,7 +48,7 @@ var cmdSnapshots = &cli.Command{
 				moved = units.Bytes(sn.Haul.WireBytesIn + sn.Haul.WireBytesOut)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.ID.Str(), sn.Time.Format("2006-01-02 15:04:05"),
-				sn.Hostname, strings.Join(sn.Paths, ","), files, size, freeze, moved)
+				escape.String(sn.Hostname), escape.String(strings.Join(sn.Paths, ",")), files, size, freeze, moved)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
@@ -105,7 +106,7 @@ func printStatus(w io.Writer, rep *status.Report) {
 	tw.Flush()
 	for _, h := range rep.Hosts {
 		if h.LastError != "" {
-			fmt.Fprintf(w, "%s: last run failed: %s\n", h.Host, strings.ReplaceAll(strings.TrimSpace(h.LastError), "\n", "\n    "))
+			fmt.Fprintf(w, "%s: last run failed: %s\n", h.Host, strings.ReplaceAll(escape.Text(strings.TrimSpace(h.LastError)), "\n", "\n    "))
 		}
 		if h.Stale {
 			fmt.Fprintf(w, "%s: STALE: %s\n", h.Host, h.StaleReason)
