@@ -124,4 +124,3 @@ func (w *wire) Close() error {
 }
 func (w *wire) Stats() transport.Stats { return transport.Stats{} }
 func (w *wire) Stderr() string         { return "" }
-
