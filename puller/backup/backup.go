@@ -97,9 +97,12 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	// Which chunks this host has already given us: only these are not
 	// asked for again (storage still dedups across hosts on save).
 	t := time.Now()
-	known, err := r.HostBlobs(ctx, opts.Host)
+	known, skipped, err := r.HostBlobsBounded(ctx, opts.Host, opts.Limits.MaxTreeBytes)
 	if err != nil {
 		return res, err
+	}
+	if skipped > 0 {
+		logf("%s: warning: %d trees of earlier snapshots are over max_tree_bytes and were not read; their chunks are asked for again", opts.Host, skipped)
 	}
 	recv, err := openReceivedLog(filepath.Join(opts.CacheDir, r.Config().ID), opts.Host)
 	if err != nil {
@@ -552,6 +555,9 @@ func (s *session) want(c proto.ChunkRef) (bool, error) {
 }
 
 func (s *session) flushWants() error {
+	if len(s.pending) == 0 {
+		return nil // nothing to send: no write per file of an unchanged tree
+	}
 	for len(s.pending) > 0 {
 		n := min(len(s.pending), proto.MaxWantIDs)
 		if err := s.conn.W.Write(proto.TWant, proto.EncodeWant(s.pending[:n])); err != nil {

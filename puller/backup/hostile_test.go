@@ -211,3 +211,25 @@ func TestHostileAgentLies(t *testing.T) {
 		})
 	}
 }
+
+// TestPoisonedEarlierSnapshot: a host's earlier snapshot holds a tree over
+// max_tree_bytes (written with a higher limit, or before there were
+// limits). The next backup does not read it, says so, and succeeds.
+func TestPoisonedEarlierSnapshot(t *testing.T) {
+	dir, cache := newRepo(t), t.TempDir()
+	ctx := context.Background()
+	big := backup.Limits{MaxTreeBytes: 64 << 20}
+	if _, err := backup.Run(ctx, openRepo(t, dir), evils["long-names"].inProcess(), backup.Options{Host: "evil", CacheDir: cache, Limits: big}); err != nil {
+		t.Fatal(err)
+	}
+	var logs []string
+	res, err := backup.Run(ctx, openRepo(t, dir), evils["lying-counts"].inProcess(), backup.Options{Host: "evil", CacheDir: cache,
+		Limits: backup.Limits{MaxTreeBytes: 256 << 10}, Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }})
+	must(t, err)
+	if !strings.Contains(strings.Join(logs, "\n"), "1 trees of earlier snapshots are over max_tree_bytes") {
+		t.Fatalf("the skipped tree is not reported; log:\n%s", strings.Join(logs, "\n"))
+	}
+	if res.SnapshotID == "" {
+		t.Fatal("no snapshot")
+	}
+}

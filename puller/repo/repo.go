@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/haulproject/haul/puller/internal/restic/backend"
@@ -256,9 +257,19 @@ func (r *Repo) Find(ctx context.Context, host, spec string) (*Snapshot, error) {
 // want/have exchange asks a host only for chunks outside this set, so a VPS
 // learns nothing about what other hosts stored.
 func (r *Repo) HostBlobs(ctx context.Context, host string) (restic.BlobSet, error) {
+	set, _, err := r.HostBlobsBounded(ctx, host, 0)
+	return set, err
+}
+
+// HostBlobsBounded is HostBlobs reading no tree larger than maxTree bytes
+// (0: no bound). A larger tree (in a snapshot written before haul bounded
+// trees, or by restic from a hostile file system) is not read; its blobs
+// count as never sent by this host, so they are asked for again: that
+// costs transfer, never memory. It returns how many trees it skipped.
+func (r *Repo) HostBlobsBounded(ctx context.Context, host string, maxTree int64) (restic.BlobSet, int, error) {
 	sns, err := r.Snapshots(ctx, host)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var trees restic.IDs
 	for _, sn := range sns {
@@ -268,10 +279,28 @@ func (r *Repo) HostBlobs(ctx context.Context, host string) (restic.BlobSet, erro
 	}
 	set := restic.NewBlobSet()
 	if len(trees) == 0 {
-		return set, nil
+		return set, 0, nil
 	}
-	if err := data.FindUsedBlobs(ctx, r.Repository, trees, set, nil); err != nil {
-		return nil, fmt.Errorf("list blobs of host %s's snapshots: %w", host, err)
+	loader := &boundedLoader{Repository: r.Repository, max: maxTree}
+	if err := data.FindUsedBlobs(ctx, loader, trees, set, nil); err != nil {
+		return nil, 0, fmt.Errorf("list blobs of host %s's snapshots: %w", host, err)
 	}
-	return set, nil
+	return set, int(loader.skipped.Load()), nil
+}
+
+// boundedLoader reads trees up to a size; a larger one reads as empty.
+type boundedLoader struct {
+	*repository.Repository
+	max     int64
+	skipped atomic.Int64
+}
+
+func (l *boundedLoader) LoadBlob(ctx context.Context, t restic.BlobType, id restic.ID, buf []byte) ([]byte, error) {
+	if t == restic.TreeBlob && l.max > 0 {
+		if size, ok := l.LookupBlobSize(t, id); ok && int64(size) > l.max {
+			l.skipped.Add(1)
+			return []byte(`{"nodes":[]}` + "\n"), nil
+		}
+	}
+	return l.Repository.LoadBlob(ctx, t, id, buf)
 }
