@@ -573,13 +573,15 @@ func (s *session) flushWants() error {
 func (s *session) add(n *data.Node) error {
 	top := s.stack[len(s.stack)-1]
 	before := top.builder.size()
-	if err := top.builder.add(n); err != nil {
+	lim := s.opts.Limits.MaxTreeBytes
+	ok, err := top.builder.add(n, lim-(s.treeBytes-before))
+	if err != nil {
 		return fmt.Errorf("%w: agent sent names out of order or twice: %v", proto.ErrFrame, err)
 	}
-	s.treeBytes += top.builder.size() - before
-	if lim := s.opts.Limits.MaxTreeBytes; s.treeBytes > lim {
-		return limitErr("max_tree_bytes", lim, "the open directories' tree data (at %s) exceeds %d bytes", escape.Quote(s.dirPath()), lim)
+	if !ok {
+		return limitErr("max_tree_bytes", lim, "the open directories' tree data (at %s) would exceed %d bytes", escape.Quote(s.dirPath()), lim)
 	}
+	s.treeBytes += top.builder.size() - before
 	return nil
 }
 

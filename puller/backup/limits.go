@@ -47,7 +47,7 @@ var DefaultLimits = Limits{
 	MaxDirEntries: 1_000_000,
 	MaxDepth:      1024,
 	MaxChunkRefs:  16_000_000,
-	MaxTreeBytes:  256 << 20,
+	MaxTreeBytes:  64 << 20,
 	MaxBytesAdded: 256 << 30,
 	IdleTimeout:   30 * time.Minute,
 	Deadline:      12 * time.Hour,

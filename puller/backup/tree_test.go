@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -25,8 +26,8 @@ func TestTreeJSONIsRestics(t *testing.T) {
 	}
 	ours, theirs := newTreeJSON(), data.NewTreeJSONBuilder()
 	for _, n := range nodes {
-		if err := ours.add(n); err != nil {
-			t.Fatal(err)
+		if ok, err := ours.add(n, 1<<20); err != nil || !ok {
+			t.Fatal(ok, err)
 		}
 		if err := theirs.AddNode(n); err != nil {
 			t.Fatal(err)
@@ -41,8 +42,29 @@ func TestTreeJSONIsRestics(t *testing.T) {
 		t.Fatalf("empty tree differs: %q vs %q", got, empty)
 	}
 	b := newTreeJSON()
-	_ = b.add(nodes[1])
-	if err := b.add(nodes[0]); err == nil {
+	_, _ = b.add(nodes[1], 1<<20)
+	if _, err := b.add(nodes[0], 1<<20); err == nil {
 		t.Fatal("unsorted names accepted")
+	}
+	// Many nodes: blocks of growing size give the same bytes, and the
+	// budget is never exceeded.
+	ours, theirs = newTreeJSON(), data.NewTreeJSONBuilder()
+	for i := 0; i < 20000; i++ {
+		n := &data.Node{Name: fmt.Sprintf("%06d%s", i, strings.Repeat("y", 200)), Type: data.NodeTypeFile, ModTime: mt, Content: restic.IDs{}}
+		ok, err := ours.add(n, 3<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			if ours.size() > 3<<20 || i < 5000 {
+				t.Fatalf("refused at node %d holding %d bytes", i, ours.size())
+			}
+			break
+		}
+		_ = theirs.AddNode(n)
+	}
+	want, _ = theirs.Finalize()
+	if got := ours.finish(); !bytes.Equal(got, want) {
+		t.Fatal("a tree of many blocks differs from restic's")
 	}
 }
