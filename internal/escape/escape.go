@@ -42,7 +42,7 @@ func escape(s string, lines bool) string {
 	i := 0
 	for i < len(s) {
 		r, n := utf8.DecodeRuneInString(s[i:])
-		if unsafe(r, n, lines) {
+		if unsafe(r, n, lines) || badByte(s, i, r, n) {
 			break
 		}
 		i += n
@@ -56,7 +56,7 @@ func escape(s string, lines bool) string {
 	for i < len(s) {
 		r, n := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case r == utf8.RuneError && n == 1:
+		case badByte(s, i, r, n):
 			fmt.Fprintf(&b, `\x%02x`, s[i])
 		case !unsafe(r, n, lines):
 			b.WriteString(s[i : i+n])
@@ -70,10 +70,18 @@ func escape(s string, lines bool) string {
 	return b.String()
 }
 
+// badByte reports an invalid UTF-8 byte in 0x80-0x9f: an 8-bit terminal
+// takes these as C1 controls (0x9b is CSI). Other invalid bytes (a Latin-1
+// "café") are shown by terminals as replacement characters, and print
+// unchanged, as restic prints them.
+func badByte(s string, i int, r rune, n int) bool {
+	return r == utf8.RuneError && n == 1 && s[i] >= 0x80 && s[i] < 0xa0
+}
+
 func unsafe(r rune, n int, lines bool) bool {
 	switch {
 	case r == utf8.RuneError && n == 1:
-		return true // an invalid byte: some terminals take 0x9b as CSI
+		return false // decided by the byte, in escape
 	case r == '\n' || r == '\t':
 		return !lines
 	case r < 0x20 || r == 0x7f:

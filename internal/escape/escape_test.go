@@ -13,6 +13,7 @@ func TestEscape(t *testing.T) {
 		{"tab\there", `tab\x09here`, "tab\there"},
 		{"csi \u009b2J", `csi \x9b2J`, `csi \x9b2J`},
 		{"raw \x9b byte", `raw \x9b byte`, `raw \x9b byte`},
+		{"caf\xe9.txt", "caf\xe9.txt", "caf\xe9.txt"}, // Latin-1: as restic prints it
 		{"del\x7f", `del\x7f`, `del\x7f`},
 		{"evil\u202etxt.exe", `evil\u202etxt.exe`, `evil\u202etxt.exe`},
 		{"nul\x00", `nul\x00`, `nul\x00`},
