@@ -58,7 +58,7 @@ func evilTransports(t *testing.T, names ...string) map[string]func(name string) 
 var small = backup.Limits{
 	MaxEntries: 1000, MaxDirEntries: 1000, MaxDepth: 50, MaxChunkRefs: 1000,
 	MaxTreeBytes: 256 << 10, MaxBytesAdded: 512 << 10,
-	IdleTimeout: time.Second, Deadline: time.Minute,
+	IdleTimeout: 5 * time.Second, Deadline: time.Minute, // an agent under -race on a loaded machine starts slowly
 }
 
 // TestHostileAgentLimits: each bound of the puller against a compromised
