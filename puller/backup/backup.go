@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/proto"
@@ -751,19 +749,7 @@ func agentWarnings(ws []string) []string {
 		if len(w) > 1024 {
 			w = w[:1024] + "…"
 		}
-		var b strings.Builder
-		for i, r := range w {
-			switch {
-			case r == utf8.RuneError && !strings.HasPrefix(w[i:], "\uFFFD"):
-				fmt.Fprintf(&b, `\x%02x`, w[i])
-			case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r):
-				q := strconv.QuoteRune(r)
-				b.WriteString(q[1 : len(q)-1])
-			default:
-				b.WriteRune(r)
-			}
-		}
-		out = append(out, b.String())
+		out = append(out, escape.String(w))
 	}
 	return out
 }
