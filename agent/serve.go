@@ -15,13 +15,11 @@ import (
 
 	"github.com/haulproject/haul/agent/quiesce"
 	"github.com/haulproject/haul/agent/sftpview"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
 	"golang.org/x/sys/unix"
 )
-
-// Version is the agent's version, set at build time.
-var Version = "0.1.0-dev"
 
 // Server runs one session over a pair of streams (sshd's pipes).
 type Server struct {
@@ -56,7 +54,7 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) Serve(ctx context.Context, verb string) error {
 	switch verb {
 	case VerbVersion:
-		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", Version, proto.MinVersion, proto.Version)
+		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", version.Version, proto.MinVersion, proto.Version)
 		return err
 	case VerbSFTP:
 		// read-only whatever AllowRestore says
@@ -164,19 +162,19 @@ func (s *session) run(ctx context.Context) error {
 	if err := proto.DecodeAs(t, p, proto.THello, &hello); err != nil {
 		return err
 	}
-	version, maxV := 0, proto.Version
+	chosen, maxV := 0, proto.Version
 	if s.MaxVersion > 0 {
 		maxV = min(maxV, s.MaxVersion)
 	}
 	for _, v := range hello.Versions {
-		if v >= proto.MinVersion && v <= maxV && v > version {
-			version = v
+		if v >= proto.MinVersion && v <= maxV && v > chosen {
+			chosen = v
 		}
 	}
-	if version == 0 {
-		return proto.Errorf(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
+	if chosen == 0 {
+		return proto.Errorf(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, version.Version, proto.MinVersion, maxV)
 	}
-	s.version = version
+	s.version = chosen
 	if hello.ChunkerPolynomial != "" {
 		pol, err := strconv.ParseUint(hello.ChunkerPolynomial, 16, 64)
 		if err != nil || !chunker.Pol(pol).Irreducible() {
@@ -184,15 +182,14 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.pol = chunker.Pol(pol)
 	}
-	_, readyErr := os.Stat(s.Config.ReadyMarker)
 	reply := proto.HelloReply{
-		Version:        version,
-		Agent:          "haul-agent " + Version,
+		Version:        chosen,
+		Agent:          "haul-agent " + version.Version,
 		Host:           s.Config.Host,
 		Verb:           s.verb,
 		DataPaths:      s.Config.DataPaths,
 		RestoreAllowed: s.AllowRestore,
-		Ready:          readyErr == nil,
+		Ready:          s.Config.Ready(),
 		Features:       []string{proto.FeatureExclude},
 	}
 	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {

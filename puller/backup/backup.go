@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
@@ -24,9 +25,6 @@ import (
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/klauspost/compress/zstd"
 )
-
-// Version is the puller's version, set at build time.
-var Version = "0.1.0-dev"
 
 // Options configures one pull.
 type Options struct {
@@ -159,7 +157,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		return res, err
 	}
 	sn.Tree = &s.root
-	sn.ProgramVersion = "haul " + Version
+	sn.ProgramVersion = "haul " + version.Version
 	sn.Summary = &data.SnapshotSummary{
 		BackupStart:         start,
 		BackupEnd:           time.Now(),
@@ -175,7 +173,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	rec := &repo.Record{
-		Version: Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
+		Version: version.Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
 		FreezeMS: res.Frozen.FreezeMS, PreSyncMS: res.Frozen.PreSyncMS,
 		WireBytesIn: res.Wire.BytesIn, WireBytesOut: res.Wire.BytesOut,
 		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes, Deltas: res.Deltas, Protocol: res.Version,
@@ -252,7 +250,7 @@ func (s *session) run(ctx context.Context) error {
 	hello := proto.Hello{
 		Versions:          versions,
 		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
-		Client:            "haul " + Version,
+		Client:            "haul " + version.Version,
 	}
 	if err := s.conn.Send(proto.THello, &hello); err != nil {
 		return fmt.Errorf("send hello: %w", err)

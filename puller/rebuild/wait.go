@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
-	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -28,7 +28,7 @@ func hello(ctx context.Context, conn transport.Connecter, timeout time.Duration)
 	}
 	c := proto.NewConn(w, w)
 	var reply proto.HelloReply
-	err = c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version})
+	err = c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + version.Version})
 	if err == nil {
 		err = c.Expect(proto.THelloReply, &reply)
 	}

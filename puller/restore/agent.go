@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
-	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
@@ -222,7 +222,7 @@ func (s *agentSession) handshake() error {
 	hello := proto.Hello{
 		Versions:          []int{proto.Version},
 		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
-		Client:            "haul " + backup.Version,
+		Client:            "haul " + version.Version,
 	}
 	if err := s.conn.Send(proto.THello, &hello); err != nil {
 		return fmt.Errorf("send hello: %w", err)
@@ -682,7 +682,7 @@ func MarkReady(ctx context.Context, conn transport.Connecter, snapshot, host str
 	}
 	c := proto.NewConn(w, w)
 	res, err := func() (*proto.RestoreResult, error) {
-		if err := c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version}); err != nil {
+		if err := c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + version.Version}); err != nil {
 			return nil, err
 		}
 		var hello proto.HelloReply

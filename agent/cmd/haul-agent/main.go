@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/haulproject/haul/agent"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,7 +28,7 @@ func main() {
 	app := &cli.App{
 		Name:    "haul-agent",
 		Usage:   "serve consistent backups and restores to the haul puller over SSH",
-		Version: agent.Version,
+		Version: version.Version,
 		Commands: []*cli.Command{
 			{
 				Name:  "serve",

@@ -11,7 +11,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/urfave/cli/v2"
 )
 
@@ -69,7 +69,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:    "haul",
 		Usage:   "pull consistent backups of a VPS into a restic repository, restore and rebuild it",
-		Version: backup.Version,
+		Version: version.Version,
 		Flags:   globalFlags,
 		Commands: []*cli.Command{
 			cmdInit,
