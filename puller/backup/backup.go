@@ -95,16 +95,18 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	phase("known", t)
 
 	t = time.Now()
-	w, err := conn.Connect(ctx, "backup")
+	hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16), MaxVersion: opts.MaxVersion}
+	sess, err := transport.Dial(ctx, conn, "backup", hello)
 	if err != nil {
 		_ = recv.close(false)
-		return res, err
+		return res, fmt.Errorf("host %s: %w", opts.Host, err)
 	}
+	w := sess.Wire
 	phase("connect", t)
 
 	s := &session{
 		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
-		conn:      proto.NewConn(w, w),
+		conn: sess.Conn, hello: sess.Reply,
 		requested: map[proto.ID]bool{},
 	}
 	var sessErr error
@@ -138,11 +140,8 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	if sessErr != nil {
 		_ = recv.close(false)
-		if tail := w.Stderr(); tail != "" && !errors.Is(sessErr, context.Canceled) {
-			var pe *proto.Error
-			if !errors.As(sessErr, &pe) {
-				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, tail)
-			}
+		if !errors.Is(sessErr, context.Canceled) {
+			sessErr = sess.AgentSaid(sessErr)
 		}
 		return res, fmt.Errorf("host %s: %w", opts.Host, sessErr)
 	}
@@ -237,38 +236,13 @@ type session struct {
 }
 
 func (s *session) run(ctx context.Context) error {
-	maxV := proto.Version
-	if s.opts.MaxVersion > 0 {
-		maxV = min(maxV, s.opts.MaxVersion)
-	}
-	var versions []int
-	for v := proto.MinVersion; v <= maxV; v++ {
-		versions = append(versions, v)
-	}
 	s.full = map[proto.ID]bool{}
 	s.bases = &baseCache{}
-	hello := proto.Hello{
-		Versions:          versions,
-		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
-		Client:            "haul " + version.Version,
-	}
-	if err := s.conn.Send(proto.THello, &hello); err != nil {
-		return fmt.Errorf("send hello: %w", err)
-	}
-	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	if s.hello.Verb != "backup" {
-		return fmt.Errorf("agent answered verb %q to a backup request", s.hello.Verb)
-	}
 	if len(s.hello.DataPaths) == 0 {
 		return fmt.Errorf("agent reports no data paths")
 	}
 	s.res.Agent = s.hello.Agent
 	s.res.Version = s.hello.Version
-	if s.hello.Version < proto.MinVersion || s.hello.Version > maxV {
-		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.hello.Version, versions)
-	}
 	s.res.Paths = s.hello.DataPaths
 	if len(s.opts.Exclude) > 0 && !slices.Contains(s.hello.Features, proto.FeatureExclude) {
 		// An older agent ignores Walk's payload and would send what is
