@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/internal/atomicfile"
 	"github.com/haulproject/haul/proto"
 	"golang.org/x/sys/unix"
 )
@@ -236,34 +237,7 @@ func readMarker(path string) (*FrozenMarker, error) {
 // writeMarker writes the marker durably: after a power cut mid-freeze the
 // boot-time check must find it.
 func writeMarker(path string, m *FrozenMarker) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteJSON(path, m, 0o600)
 }
 
 // lockFile takes an exclusive flock on path, waiting while ctx allows.

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/haulproject/haul/internal/atomicfile"
 	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
@@ -120,19 +121,9 @@ func (c *Cache) Forget(path string) {
 func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new) }
 
 func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files}); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, 0o600, func(f *os.File) error {
+		return gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files})
+	})
 }
 
 // Walker produces the manifest of a mirror.

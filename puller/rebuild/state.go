@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/haulproject/haul/puller/status"
+	"github.com/haulproject/haul/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,7 +115,7 @@ func saveState(path string, r *Result) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("save rebuild state: %w", err)
 	}
-	if err := status.WriteFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save rebuild state: %w", err)
 	}
 	return nil
