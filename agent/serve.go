@@ -15,6 +15,7 @@ import (
 
 	"github.com/haulproject/haul/agent/quiesce"
 	"github.com/haulproject/haul/agent/sftpview"
+	"github.com/haulproject/haul/internal/flock"
 	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
@@ -209,45 +210,15 @@ func (s *session) run(ctx context.Context) error {
 // lock takes the state dir's lock so two sessions never freeze or swap at
 // once; a second session waits up to lock_timeout.
 func (s *session) lock(ctx context.Context) (func(), error) {
-	path := s.Config.lockPath()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	path, wait := s.Config.lockPath(), s.Config.LockTimeout.Or(10*time.Minute)
+	l, err := flock.Acquire(ctx, path, flock.Options{Wait: wait, Poll: 100 * time.Millisecond, RecordPID: true})
+	if errors.Is(err, flock.ErrHeld) {
+		return nil, proto.Errorf(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, flock.Holder(path), wait)
+	}
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(s.Config.LockTimeout.Or(10 * time.Minute))
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			_ = f.Truncate(0)
-			_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, proto.Errorf(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, readPID(path), s.Config.LockTimeout.Or(10*time.Minute))
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func readPID(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 0 && b[len(b)-1] == '\n' {
-		b = b[:len(b)-1]
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
+	return l.Unlock, nil
 }
 
 func (s *session) quiescer() (quiesce.Quiescer, error) {

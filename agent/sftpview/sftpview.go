@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/agent/internal/beneath"
+	"github.com/haulproject/haul/internal/flock"
 	"github.com/pkg/sftp"
 	"golang.org/x/sys/unix"
 )
@@ -440,40 +441,23 @@ type sharedLock struct {
 	path string
 	wait time.Duration
 
-	mu sync.Mutex
-	f  *os.File
-	n  int
+	mu   sync.Mutex
+	held *flock.Lock
+	n    int
 }
 
 func (l *sharedLock) acquire(ctx context.Context) (func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n == 0 {
-		if l.f == nil {
-			f, err := os.OpenFile(l.path, os.O_RDONLY|os.O_CREATE, 0o600)
-			if err != nil {
-				return nil, fmt.Errorf("open lock %s: %w", l.path, err)
-			}
-			l.f = f
+		held, err := flock.Acquire(ctx, l.path, flock.Options{Shared: true, Wait: l.wait})
+		if errors.Is(err, flock.ErrHeld) {
+			return nil, fmt.Errorf("a backup or restore session (pid %s) is updating the mirror and holds %s; try again when it is done", flock.Holder(l.path), l.path)
 		}
-		deadline := time.Now().Add(l.wait)
-		for {
-			err := unix.Flock(int(l.f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("lock %s: %w", l.path, err)
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("a backup or restore session (pid %s) is updating the mirror and holds %s; try again when it is done", readPID(l.path), l.path)
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		if err != nil {
+			return nil, err
 		}
+		l.held = held
 	}
 	l.n++
 	return l.release, nil
@@ -484,27 +468,17 @@ func (l *sharedLock) release() {
 	defer l.mu.Unlock()
 	l.n--
 	if l.n == 0 {
-		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		l.held.Unlock()
+		l.held = nil
 	}
 }
 
+// close drops a hold left by requests that never released it.
 func (l *sharedLock) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
+	if l.held != nil {
+		l.held.Unlock()
+		l.held = nil
 	}
-}
-
-// readPID returns the pid a lock holder wrote into the lock file.
-func readPID(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 0 && b[len(b)-1] == '\n' {
-		b = b[:len(b)-1]
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
 }
