@@ -48,11 +48,6 @@ type WatchdogSpec struct {
 // empty (and get no SIGKILL guard).
 var Watchdog WatchdogSpec
 
-// GuardLogPath is where the watchdog writes what it did.
-func (c *Config) GuardLogPath() string { return filepath.Join(c.StateDir, "guard.log") }
-
-func (c *Config) guardLockPath() string { return filepath.Join(c.StateDir, "guard.lock") }
-
 // watchdogPoll is how often the watchdog looks at the agent and the marker.
 const watchdogPoll = 50 * time.Millisecond
 

@@ -72,22 +72,23 @@ type cacheFile struct {
 // sender never touches it: it reads the file versions through Location
 // and the bases through Bases, neither of which changes during a walk.
 type Cache struct {
-	path string
-	pol  chunker.Pol
-	old  map[string]cacheEntry
-	new  map[string]cacheEntry
-	base map[string]cacheEntry
+	path  string
+	bases string // where Promote writes the bases
+	pol   chunker.Pol
+	old   map[string]cacheEntry
+	new   map[string]cacheEntry
+	base  map[string]cacheEntry
 }
 
-// OpenCache loads the chunk cache at path; one made with another polynomial
-// is discarded.
-func OpenCache(path string, pol chunker.Pol) (*Cache, error) {
-	c := &Cache{path: path, pol: pol, new: map[string]cacheEntry{}}
+// OpenCache loads the chunk cache at path and the delta bases at bases;
+// either made with another polynomial is discarded.
+func OpenCache(path, bases string, pol chunker.Pol) (*Cache, error) {
+	c := &Cache{path: path, bases: bases, pol: pol, new: map[string]cacheEntry{}}
 	var err error
 	if c.old, err = loadCacheFile(path, pol); err != nil {
 		return nil, fmt.Errorf("open chunk cache: %w", err)
 	}
-	if c.base, err = loadCacheFile(basesPath(path), pol); err != nil {
+	if c.base, err = loadCacheFile(bases, pol); err != nil {
 		return nil, fmt.Errorf("open delta bases: %w", err)
 	}
 	return c, nil
