@@ -13,6 +13,7 @@ import (
 	"github.com/haulproject/haul/agent"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/transport"
@@ -76,6 +77,7 @@ func TestEveryVerbAgainstEachProtocolVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "repo")
+	repotest.LowCostKDF(t)
 	r, err := repo.Init(ctx, dir, "pw", nil)
 	if err != nil {
 		t.Fatal(err)
