@@ -203,9 +203,7 @@ func (s *session) backup(ctx context.Context) error {
 			out <- outFrame{t: proto.TBye, bye: &bye, flush: true}
 			return nil
 		case proto.TError:
-			var e proto.Error
-			_ = proto.Decode(t, p, &e)
-			return fmt.Errorf("puller reported: %w", &e)
+			return pullerReported(p)
 		default:
 			return proto.Errorf(proto.CodeProtocol, "unexpected %s during backup", t)
 		}

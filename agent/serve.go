@@ -154,6 +154,13 @@ func (s *session) next(ctx context.Context) (proto.Type, []byte, error) {
 	}
 }
 
+// pullerReported is the error a TError from the puller ends the session with.
+func pullerReported(payload []byte) error {
+	var e proto.Error
+	_ = proto.Decode(proto.TError, payload, &e)
+	return fmt.Errorf("puller reported: %w", &e)
+}
+
 func (s *session) run(ctx context.Context) error {
 	t, p, err := s.next(ctx)
 	if err != nil {
