@@ -44,6 +44,13 @@ func withRepo(c *cli.Context, fn func(ctx context.Context, cfg *config.Config, r
 	if err != nil {
 		return err
 	}
+	return withConfigRepo(c, cfg, fn)
+}
+
+// withConfigRepo is withRepo with the config already loaded, for commands
+// that check their flags against it before opening the repository (which
+// derives the key).
+func withConfigRepo(c *cli.Context, cfg *config.Config, fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
 	ctx, cancel := signalContext(c)
 	defer cancel()
 	r, err := openRepo(ctx, cfg)
