@@ -115,8 +115,10 @@ func TestEveryVerbAgainstEachProtocolVersion(t *testing.T) {
 				_ = s.Wire.CloseWrite()
 				_ = s.Wire.Close()
 
-				// A fresh host with the same data path takes the restore.
-				onto := inProcess{cfg: agentConfig(t, data), maxVersion: agentV}
+				// A fresh host takes the restore: its one data path
+				// receives the snapshot's one path.
+				fresh := filepath.Join(t.TempDir(), "srv", "data")
+				onto := inProcess{cfg: agentConfig(t, fresh), maxVersion: agentV}
 				rr, err := restore.Agent(ctx, r, sn, onto, restore.AgentOptions{})
 				if err != nil {
 					t.Fatalf("restore: %v", err)
@@ -124,9 +126,12 @@ func TestEveryVerbAgainstEachProtocolVersion(t *testing.T) {
 				if rr.Outcome.Marker == "" {
 					t.Errorf("restore wrote no ready marker")
 				}
+				if fi, err := os.Stat(filepath.Join(fresh, "db")); err != nil || fi.Size() != 3<<20 {
+					t.Errorf("restored db: %v, %v", fi, err)
+				}
 
-				fresh := inProcess{cfg: agentConfig(t, data), maxVersion: agentV}
-				mr, err := restore.MarkReady(ctx, fresh, sn.ID.String(), "vps")
+				unmarked := inProcess{cfg: agentConfig(t, data), maxVersion: agentV}
+				mr, err := restore.MarkReady(ctx, unmarked, sn.ID.String(), "vps")
 				if err != nil {
 					t.Fatalf("mark ready: %v", err)
 				}
