@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/haulproject/haul/internal/exclude"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +122,7 @@ func (s *session) backup(ctx context.Context) error {
 			if s.pol == 0 {
 				return proto.Errorf(proto.CodeProtocol, "walk requested but hello carried no chunker polynomial")
 			}
-			cache, err := manifest.OpenCache(filepath.Join(s.Config.StateDir, "chunks.cache"), s.pol)
+			cache, err := manifest.OpenCache(s.Config.chunkCachePath(), s.Config.deltaBasesPath(), s.pol)
 			if err != nil {
 				return err
 			}
@@ -204,9 +203,7 @@ func (s *session) backup(ctx context.Context) error {
 			out <- outFrame{t: proto.TBye, bye: &bye, flush: true}
 			return nil
 		case proto.TError:
-			var e proto.Error
-			_ = proto.Decode(t, p, &e)
-			return fmt.Errorf("puller reported: %w", &e)
+			return pullerReported(p)
 		default:
 			return proto.Errorf(proto.CodeProtocol, "unexpected %s during backup", t)
 		}
@@ -216,7 +213,7 @@ func (s *session) backup(ctx context.Context) error {
 // freeze syncs the mirror twice: once while the services run, then again
 // inside the quiesce window, where only what changed in between is copied.
 func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
-	m, err := mirror.Open(s.Config.MirrorDir(), filepath.Join(s.Config.StateDir, "mirror.index"))
+	m, err := mirror.Open(s.Config.MirrorDir(), s.Config.mirrorIndexPath())
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "%v", err)
 	}

@@ -160,7 +160,7 @@ func (c *Config) validate() error {
 		return fmt.Errorf("quiesce.mode \"pause\" cannot pause systemd units; use \"stop\" or list Docker containers")
 	}
 	if c.ReadyMarker == "" {
-		c.ReadyMarker = filepath.Join(c.StateDir, "ready")
+		c.ReadyMarker = c.state(stateReady)
 	} else if !filepath.IsAbs(c.ReadyMarker) {
 		return fmt.Errorf("ready_marker %q must be an absolute path", c.ReadyMarker)
 	}
@@ -185,17 +185,47 @@ func (c *Config) Keep() int {
 	return *c.KeepPrevious
 }
 
+// The state dir's files, all named here. The state dir is the agent's
+// alone (0700); the ready marker lives here unless ready_marker moves it.
+const (
+	stateLock        = "lock"              // session lock: backup and restore exclusive, sftp view shared
+	stateMirror      = "mirror"            // the consistent copy of the data paths
+	stateMirrorIndex = "mirror.index"      // what the mirror holds, so a sync copies only changes
+	stateChunkCache  = "chunks.cache"      // chunk lists by inode, size, mtime, ctime
+	stateDeltaBases  = "delta-bases.cache" // the versions the puller last confirmed
+	stateFrozen      = "frozen.json"       // freeze marker while the targets are quiesced
+	stateThawing     = "thawing.json"      // the same marker while they are resumed
+	stateGuardLog    = "guard.log"         // what the watchdog and recover did
+	stateGuardLock   = "guard.lock"        // one recovery at a time
+	stateSwapJournal = "restore-swap.json" // a restore's swap in progress
+	stateReady       = "ready"             // the default ready marker
+)
+
+func (c *Config) state(name string) string { return filepath.Join(c.StateDir, name) }
+
 // restoreHost is what package restore needs of the config.
 func (c *Config) restoreHost() restore.Host {
-	return restore.Host{DataPaths: c.DataPaths, SwapJournal: filepath.Join(c.StateDir, "restore-swap.json"), Keep: c.Keep()}
+	return restore.Host{DataPaths: c.DataPaths, SwapJournal: c.state(stateSwapJournal), Keep: c.Keep()}
 }
 
-// lockPath is the state dir's session lock: a backup or restore session
-// holds it exclusively, the sftp view shared.
-func (c *Config) lockPath() string { return filepath.Join(c.StateDir, "lock") }
+func (c *Config) lockPath() string        { return c.state(stateLock) }
+func (c *Config) mirrorIndexPath() string { return c.state(stateMirrorIndex) }
+func (c *Config) chunkCachePath() string  { return c.state(stateChunkCache) }
+func (c *Config) deltaBasesPath() string  { return c.state(stateDeltaBases) }
+func (c *Config) guardLockPath() string   { return c.state(stateGuardLock) }
+
+// FrozenMarkerPath is where the marker lives while the freeze is on.
+func (c *Config) FrozenMarkerPath() string { return c.state(stateFrozen) }
+
+// ThawingMarkerPath is where the marker lives while the targets are being
+// resumed.
+func (c *Config) ThawingMarkerPath() string { return c.state(stateThawing) }
+
+// GuardLogPath is where the watchdog writes what it did.
+func (c *Config) GuardLogPath() string { return c.state(stateGuardLog) }
 
 // MirrorDir is where the consistent copy of the data paths lives.
-func (c *Config) MirrorDir() string { return filepath.Join(c.StateDir, "mirror") }
+func (c *Config) MirrorDir() string { return c.state(stateMirror) }
 
 // MirrorPath maps a data path to its place in the mirror.
 func (c *Config) MirrorPath(dataPath string) string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/haulproject/haul/agent/mirror"
@@ -36,13 +35,6 @@ type FrozenMarker struct {
 	DockerHost string           `json:"docker_host,omitempty"`
 	Targets    []quiesce.Target `json:"targets"`
 }
-
-// FrozenMarkerPath is where the marker lives while the freeze is on.
-func (c *Config) FrozenMarkerPath() string { return filepath.Join(c.StateDir, "frozen.json") }
-
-// ThawingMarkerPath is where the marker lives while the targets are being
-// resumed.
-func (c *Config) ThawingMarkerPath() string { return filepath.Join(c.StateDir, "thawing.json") }
 
 // TestFreezeHoldEnv is a test-only hook: a Go duration (at most 60s) that a
 // freeze waits, with its targets quiesced, after its sync. Tests use it to

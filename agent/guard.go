@@ -15,8 +15,9 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/internal/atomicfile"
+	"github.com/haulproject/haul/internal/flock"
 	"github.com/haulproject/haul/proto"
-	"golang.org/x/sys/unix"
 )
 
 // The guard brings quiesced targets back when the agent cannot: it was
@@ -46,11 +47,6 @@ type WatchdogSpec struct {
 // haul-agent's main sets it; tests that call Freeze in-process leave it
 // empty (and get no SIGKILL guard).
 var Watchdog WatchdogSpec
-
-// GuardLogPath is where the watchdog writes what it did.
-func (c *Config) GuardLogPath() string { return filepath.Join(c.StateDir, "guard.log") }
-
-func (c *Config) guardLockPath() string { return filepath.Join(c.StateDir, "guard.lock") }
 
 // watchdogPoll is how often the watchdog looks at the agent and the marker.
 const watchdogPoll = 50 * time.Millisecond
@@ -158,11 +154,11 @@ func recoverLeftover(ctx context.Context, cfg *Config) error {
 // recoverMarker resumes the targets of agent pid's marker, under guard.lock,
 // and removes the marker once they are all back.
 func recoverMarker(ctx context.Context, cfg *Config, pid int, reason string, logf func(string, ...any)) error {
-	unlock, err := lockFile(ctx, cfg.guardLockPath())
+	l, err := flock.Acquire(ctx, cfg.guardLockPath(), flock.Options{Wait: -1, Poll: 20 * time.Millisecond})
 	if err != nil {
 		return fmt.Errorf("guard lock: %w", err)
 	}
-	defer unlock()
+	defer l.Unlock()
 	// Claim the thaw: the agent checks for this rename after its sync.
 	if m, err := readMarker(cfg.FrozenMarkerPath()); err == nil && m.PID == pid {
 		if err := os.Rename(cfg.FrozenMarkerPath(), cfg.ThawingMarkerPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -236,58 +232,7 @@ func readMarker(path string) (*FrozenMarker, error) {
 // writeMarker writes the marker durably: after a power cut mid-freeze the
 // boot-time check must find it.
 func writeMarker(path string, m *FrozenMarker) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-// lockFile takes an exclusive flock on path, waiting while ctx allows.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return atomicfile.WriteJSON(path, m, 0o600)
 }
 
 // procStartTime returns a process's start time in clock ticks since boot

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/internal/atomicfile"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 )
 
@@ -39,7 +40,7 @@ func (c *Config) Ready() bool {
 // Its directory is created if missing (the state dir, by default, 0700).
 func WriteReadyMarker(cfg *Config, m ReadyMarker) (string, error) {
 	m.Host = cfg.Host
-	m.Agent = "haul-agent " + Version
+	m.Agent = "haul-agent " + version.Version
 	if m.Time.IsZero() {
 		m.Time = time.Now().UTC()
 	}

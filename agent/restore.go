@@ -45,9 +45,7 @@ func (s *session) restore(ctx context.Context) error {
 		}
 		return s.restoreSnapshot(ctx, &b)
 	case proto.TError:
-		var e proto.Error
-		_ = proto.Decode(t, p, &e)
-		return fmt.Errorf("puller reported: %w", &e)
+		return pullerReported(p)
 	}
 	return proto.Errorf(proto.CodeProtocol, "expected restore-begin or mark, got %s", t)
 }
@@ -288,9 +286,7 @@ func (s *session) receiveTree(ctx context.Context, st *restore.Stage) error {
 			}
 			return st.Finish(&end)
 		case proto.TError:
-			var e proto.Error
-			_ = proto.Decode(t, p, &e)
-			return fmt.Errorf("puller reported: %w", &e)
+			return pullerReported(p)
 		default:
 			return proto.Errorf(proto.CodeProtocol, "unexpected %s while receiving the tree", t)
 		}
@@ -413,9 +409,7 @@ func (s *session) receiveChunks(ctx context.Context, st *restore.Stage, res *pro
 			}
 			return nil
 		case proto.TError:
-			var e proto.Error
-			_ = proto.Decode(t, p, &e)
-			return errors.Join(fmt.Errorf("puller reported: %w", &e), finish())
+			return errors.Join(pullerReported(p), finish())
 		default:
 			return errors.Join(proto.Errorf(proto.CodeProtocol, "unexpected %s while receiving chunks", t), finish())
 		}

@@ -15,13 +15,12 @@ import (
 
 	"github.com/haulproject/haul/agent/quiesce"
 	"github.com/haulproject/haul/agent/sftpview"
+	"github.com/haulproject/haul/internal/flock"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
 	"golang.org/x/sys/unix"
 )
-
-// Version is the agent's version, set at build time.
-var Version = "0.1.0-dev"
 
 // Server runs one session over a pair of streams (sshd's pipes).
 type Server struct {
@@ -56,7 +55,7 @@ func (s *Server) logf(format string, args ...any) {
 func (s *Server) Serve(ctx context.Context, verb string) error {
 	switch verb {
 	case VerbVersion:
-		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", Version, proto.MinVersion, proto.Version)
+		_, err := fmt.Fprintf(s.Out, "haul-agent %s protocol %d-%d\n", version.Version, proto.MinVersion, proto.Version)
 		return err
 	case VerbSFTP:
 		// read-only whatever AllowRestore says
@@ -155,6 +154,13 @@ func (s *session) next(ctx context.Context) (proto.Type, []byte, error) {
 	}
 }
 
+// pullerReported is the error a TError from the puller ends the session with.
+func pullerReported(payload []byte) error {
+	var e proto.Error
+	_ = proto.Decode(proto.TError, payload, &e)
+	return fmt.Errorf("puller reported: %w", &e)
+}
+
 func (s *session) run(ctx context.Context) error {
 	t, p, err := s.next(ctx)
 	if err != nil {
@@ -164,19 +170,19 @@ func (s *session) run(ctx context.Context) error {
 	if err := proto.DecodeAs(t, p, proto.THello, &hello); err != nil {
 		return err
 	}
-	version, maxV := 0, proto.Version
+	chosen, maxV := 0, proto.Version
 	if s.MaxVersion > 0 {
 		maxV = min(maxV, s.MaxVersion)
 	}
 	for _, v := range hello.Versions {
-		if v >= proto.MinVersion && v <= maxV && v > version {
-			version = v
+		if v >= proto.MinVersion && v <= maxV && v > chosen {
+			chosen = v
 		}
 	}
-	if version == 0 {
-		return proto.Errorf(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, Version, proto.MinVersion, proto.Version)
+	if chosen == 0 {
+		return proto.Errorf(proto.CodeVersion, "no common protocol version: puller offers %v, agent %s speaks %d-%d; upgrade the older side", hello.Versions, version.Version, proto.MinVersion, maxV)
 	}
-	s.version = version
+	s.version = chosen
 	if hello.ChunkerPolynomial != "" {
 		pol, err := strconv.ParseUint(hello.ChunkerPolynomial, 16, 64)
 		if err != nil || !chunker.Pol(pol).Irreducible() {
@@ -184,15 +190,14 @@ func (s *session) run(ctx context.Context) error {
 		}
 		s.pol = chunker.Pol(pol)
 	}
-	_, readyErr := os.Stat(s.Config.ReadyMarker)
 	reply := proto.HelloReply{
-		Version:        version,
-		Agent:          "haul-agent " + Version,
+		Version:        chosen,
+		Agent:          "haul-agent " + version.Version,
 		Host:           s.Config.Host,
 		Verb:           s.verb,
 		DataPaths:      s.Config.DataPaths,
 		RestoreAllowed: s.AllowRestore,
-		Ready:          readyErr == nil,
+		Ready:          s.Config.Ready(),
 		Features:       []string{proto.FeatureExclude},
 	}
 	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {
@@ -212,45 +217,15 @@ func (s *session) run(ctx context.Context) error {
 // lock takes the state dir's lock so two sessions never freeze or swap at
 // once; a second session waits up to lock_timeout.
 func (s *session) lock(ctx context.Context) (func(), error) {
-	path := s.Config.lockPath()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	path, wait := s.Config.lockPath(), s.Config.LockTimeout.Or(10*time.Minute)
+	l, err := flock.Acquire(ctx, path, flock.Options{Wait: wait, Poll: 100 * time.Millisecond, RecordPID: true})
+	if errors.Is(err, flock.ErrHeld) {
+		return nil, proto.Errorf(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, flock.Holder(path), wait)
+	}
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(s.Config.LockTimeout.Or(10 * time.Minute))
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			_ = f.Truncate(0)
-			_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, proto.Errorf(proto.CodeBusy, "another haul session holds %s (pid %s); it did not finish within %v", path, readPID(path), s.Config.LockTimeout.Or(10*time.Minute))
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func readPID(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 0 && b[len(b)-1] == '\n' {
-		b = b[:len(b)-1]
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
+	return l.Unlock, nil
 }
 
 func (s *session) quiescer() (quiesce.Quiescer, error) {

@@ -85,14 +85,10 @@ func frameErr(format string, args ...any) error {
 type Reader struct {
 	r   *bufio.Reader
 	buf []byte
-	n   int64 // bytes read, for statistics
 }
 
 // NewReader returns a Reader on r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: bufio.NewReaderSize(r, 64<<10)} }
-
-// BytesRead returns the number of bytes consumed so far.
-func (r *Reader) BytesRead() int64 { return r.n }
 
 // Read returns the next frame's type and payload. The payload is valid until
 // the next call. io.EOF means the peer closed cleanly between frames;
@@ -119,7 +115,6 @@ func (r *Reader) Read() (Type, []byte, error) {
 		}
 		return 0, nil, err
 	}
-	r.n += 4 + int64(n)
 	t := Type(buf[0])
 	if !t.Known() {
 		return 0, nil, frameErr("unknown message type %d", buf[0])

@@ -1,8 +1,6 @@
 package manifest
 
 import (
-	"path/filepath"
-
 	"github.com/cespare/xxhash/v2"
 	"github.com/haulproject/haul/proto"
 )
@@ -54,14 +52,10 @@ func (h *blockHasher) finish() []uint64 {
 	return h.hashes
 }
 
-func basesPath(cachePath string) string {
-	return filepath.Join(filepath.Dir(cachePath), "delta-bases.cache")
-}
-
 // Promote makes the versions of the last walk the delta bases: the puller
 // has confirmed that it stored every chunk of them.
 func (c *Cache) Promote() error {
-	if err := writeCacheFile(basesPath(c.path), c.pol, c.new); err != nil {
+	if err := writeCacheFile(c.bases, c.pol, c.new); err != nil {
 		return err
 	}
 	c.base = c.new

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/haulproject/haul/internal/atomicfile"
 	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
@@ -71,22 +72,23 @@ type cacheFile struct {
 // sender never touches it: it reads the file versions through Location
 // and the bases through Bases, neither of which changes during a walk.
 type Cache struct {
-	path string
-	pol  chunker.Pol
-	old  map[string]cacheEntry
-	new  map[string]cacheEntry
-	base map[string]cacheEntry
+	path  string
+	bases string // where Promote writes the bases
+	pol   chunker.Pol
+	old   map[string]cacheEntry
+	new   map[string]cacheEntry
+	base  map[string]cacheEntry
 }
 
-// OpenCache loads the chunk cache at path; one made with another polynomial
-// is discarded.
-func OpenCache(path string, pol chunker.Pol) (*Cache, error) {
-	c := &Cache{path: path, pol: pol, new: map[string]cacheEntry{}}
+// OpenCache loads the chunk cache at path and the delta bases at bases;
+// either made with another polynomial is discarded.
+func OpenCache(path, bases string, pol chunker.Pol) (*Cache, error) {
+	c := &Cache{path: path, bases: bases, pol: pol, new: map[string]cacheEntry{}}
 	var err error
 	if c.old, err = loadCacheFile(path, pol); err != nil {
 		return nil, fmt.Errorf("open chunk cache: %w", err)
 	}
-	if c.base, err = loadCacheFile(basesPath(path), pol); err != nil {
+	if c.base, err = loadCacheFile(bases, pol); err != nil {
 		return nil, fmt.Errorf("open delta bases: %w", err)
 	}
 	return c, nil
@@ -120,19 +122,9 @@ func (c *Cache) Forget(path string) {
 func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new) }
 
 func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files}); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, 0o600, func(f *os.File) error {
+		return gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files})
+	})
 }
 
 // Walker produces the manifest of a mirror.

@@ -30,6 +30,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/haulproject/haul/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -628,23 +629,7 @@ func applyMeta(dirfd int, name string, st *unix.Stat_t, symlink bool, stats *Sta
 }
 
 func (m *Mirror) saveIndex() error {
-	tmp := m.IndexPath + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if err := gob.NewEncoder(f).Encode(m.index); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, m.IndexPath)
+	return atomicfile.Write(m.IndexPath, 0o600, func(f *os.File) error { return gob.NewEncoder(f).Encode(m.index) })
 }
 
 // readNames lists an open directory, sorted. It reads through a duplicate

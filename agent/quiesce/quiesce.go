@@ -96,21 +96,11 @@ type Stepper interface {
 	Steps() []Step
 }
 
-// builders holds extra quiescer kinds (tests, other platforms).
-var builders = map[string]func(Options) (Quiescer, error){}
-
-// Register makes a quiescer kind available to New under the given mode
-// name, overriding the built-in one.
-func Register(kind string, b func(Options) (Quiescer, error)) { builders[kind] = b }
-
 // New returns the Quiescer for opts. It validates names and the Docker host
 // but does not contact anything.
 func New(opts Options) (Quiescer, error) {
 	if opts.Mode == "" || opts.Mode == ModeNone {
 		return None{}, nil
-	}
-	if b, ok := builders[opts.Mode]; ok {
-		return b(opts)
 	}
 	if opts.Mode != ModeStop && opts.Mode != ModePause {
 		return nil, fmt.Errorf("quiesce mode %q: want none, pause or stop", opts.Mode)

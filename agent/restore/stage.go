@@ -8,12 +8,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/haulproject/haul/internal/units"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/haulproject/haul/agent/internal/beneath"
+	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/proto"
 	"golang.org/x/sys/unix"
 )
@@ -570,7 +571,7 @@ func (s *Stage) openParent(root int, rel string) (int, error) {
 	if dir == "." {
 		return unix.Dup(s.roots[root].fd)
 	}
-	return openBeneath(s.roots[root].fd, dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	return beneath.Open(s.roots[root].fd, dir, unix.O_RDONLY|unix.O_DIRECTORY, beneath.Refuse)
 }
 
 // openNode opens node idx's file below its staging directory.
@@ -579,42 +580,7 @@ func (s *Stage) openNode(idx int, flags int) (int, error) {
 	if sn.rel == "" {
 		return unix.Dup(s.roots[sn.root].fd)
 	}
-	return openBeneath(s.roots[sn.root].fd, sn.rel, flags)
-}
-
-// openBeneath opens rel below the directory dirfd, refusing symlinks in
-// every component and any path that would leave dirfd: openat2 with
-// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a walk component by component
-// with O_NOFOLLOW on kernels without openat2.
-func openBeneath(dirfd int, rel string, flags int) (int, error) {
-	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
-	how := unix.OpenHow{Flags: uint64(flags), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
-	fd, err := unix.Openat2(dirfd, rel, &how)
-	if !errors.Is(err, unix.ENOSYS) {
-		return fd, err
-	}
-	parts := strings.Split(rel, "/")
-	cur, err := unix.Dup(dirfd)
-	if err != nil {
-		return -1, err
-	}
-	for i, p := range parts {
-		if p == "" || p == "." || p == ".." {
-			unix.Close(cur)
-			return -1, fmt.Errorf("path %q leaves its directory", rel)
-		}
-		f := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-		if i == len(parts)-1 {
-			f = flags
-		}
-		next, err := unix.Openat(cur, p, f, 0)
-		unix.Close(cur)
-		if err != nil {
-			return -1, err
-		}
-		cur = next
-	}
-	return cur, nil
+	return beneath.Open(s.roots[sn.root].fd, sn.rel, flags, beneath.Refuse)
 }
 
 // Remove deletes every staging directory and the parents this restore

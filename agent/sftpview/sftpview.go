@@ -13,9 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/haulproject/haul/agent/internal/beneath"
+	"github.com/haulproject/haul/internal/flock"
 	"github.com/pkg/sftp"
 	"golang.org/x/sys/unix"
 )
@@ -170,11 +171,11 @@ func (v *mirrorView) resolve(op, p string, follow bool) (int, string, error) {
 	if rel == "" {
 		rel = "."
 	}
-	flags := uint64(unix.O_PATH | unix.O_CLOEXEC)
+	flags := unix.O_PATH
 	if !follow {
 		flags |= unix.O_NOFOLLOW
 	}
-	fd, err := openInMirror(v.rootFD, rel, flags)
+	fd, err := beneath.Open(v.rootFD, rel, flags, beneath.Inside)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ELOOP):
@@ -201,72 +202,6 @@ func (v *mirrorView) resolve(op, p string, follow bool) (int, string, error) {
 		return -1, "", refusal(op, p, "it resolves outside the data paths")
 	}
 	return fd, virt, nil
-}
-
-// openat2Missing is set once the kernel turned out to have no openat2
-// (before Linux 5.6).
-var openat2Missing atomic.Bool
-
-// openInMirror opens rel below dirfd without leaving it. openat2 does it in
-// the kernel; without it, each component is opened with O_NOFOLLOW and any
-// symlink on the way is refused (ELOOP).
-func openInMirror(dirfd int, rel string, flags uint64) (int, error) {
-	if !openat2Missing.Load() {
-		how := unix.OpenHow{Flags: flags, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV}
-		var err error
-		for range 8 {
-			var fd int
-			fd, err = unix.Openat2(dirfd, rel, &how)
-			if err != unix.EAGAIN && err != unix.EINTR { // EAGAIN: a concurrent rename; retry
-				if err != unix.ENOSYS {
-					return fd, err
-				}
-				break
-			}
-		}
-		if err != unix.ENOSYS {
-			return -1, err
-		}
-		openat2Missing.Store(true)
-	}
-	return openComponents(dirfd, rel, flags)
-}
-
-// openComponents is openInMirror for kernels without openat2.
-func openComponents(dirfd int, rel string, flags uint64) (int, error) {
-	cur, err := unix.Openat(dirfd, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	parts := strings.Split(rel, "/")
-	for i, name := range parts {
-		if name == "." {
-			continue
-		}
-		if name == ".." || name == "" {
-			unix.Close(cur)
-			return -1, unix.EXDEV
-		}
-		last := i == len(parts)-1
-		fl := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
-		next, err := unix.Openat(cur, name, fl, 0)
-		unix.Close(cur)
-		if err != nil {
-			return -1, err
-		}
-		var st unix.Stat_t
-		if err := unix.Fstat(next, &st); err != nil {
-			unix.Close(next)
-			return -1, err
-		}
-		isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-		if isLink && (!last || flags&unix.O_NOFOLLOW == 0) {
-			unix.Close(next)
-			return -1, unix.ELOOP
-		}
-		cur = next
-	}
-	return cur, nil
 }
 
 // Fileread opens a regular file for a get.
@@ -506,40 +441,23 @@ type sharedLock struct {
 	path string
 	wait time.Duration
 
-	mu sync.Mutex
-	f  *os.File
-	n  int
+	mu   sync.Mutex
+	held *flock.Lock
+	n    int
 }
 
 func (l *sharedLock) acquire(ctx context.Context) (func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n == 0 {
-		if l.f == nil {
-			f, err := os.OpenFile(l.path, os.O_RDONLY|os.O_CREATE, 0o600)
-			if err != nil {
-				return nil, fmt.Errorf("open lock %s: %w", l.path, err)
-			}
-			l.f = f
+		held, err := flock.Acquire(ctx, l.path, flock.Options{Shared: true, Wait: l.wait})
+		if errors.Is(err, flock.ErrHeld) {
+			return nil, fmt.Errorf("a backup or restore session (pid %s) is updating the mirror and holds %s; try again when it is done", flock.Holder(l.path), l.path)
 		}
-		deadline := time.Now().Add(l.wait)
-		for {
-			err := unix.Flock(int(l.f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, fmt.Errorf("lock %s: %w", l.path, err)
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("a backup or restore session (pid %s) is updating the mirror and holds %s; try again when it is done", readPID(l.path), l.path)
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
+		if err != nil {
+			return nil, err
 		}
+		l.held = held
 	}
 	l.n++
 	return l.release, nil
@@ -550,27 +468,17 @@ func (l *sharedLock) release() {
 	defer l.mu.Unlock()
 	l.n--
 	if l.n == 0 {
-		_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+		l.held.Unlock()
+		l.held = nil
 	}
 }
 
+// close drops a hold left by requests that never released it.
 func (l *sharedLock) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
+	if l.held != nil {
+		l.held.Unlock()
+		l.held = nil
 	}
-}
-
-// readPID returns the pid a lock holder wrote into the lock file.
-func readPID(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 0 && b[len(b)-1] == '\n' {
-		b = b[:len(b)-1]
-	}
-	if len(b) == 0 {
-		return "unknown"
-	}
-	return string(b)
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haulproject/haul/agent/internal/beneath"
 	"github.com/pkg/sftp"
 	"golang.org/x/sys/unix"
 )
@@ -277,8 +278,7 @@ func TestSFTPViewWaitsForBackup(t *testing.T) {
 // Without openat2 (kernels before 5.6) every symlink on a path is refused.
 func TestSFTPViewWithoutOpenat2(t *testing.T) {
 	f := newSFTPFixture(t)
-	openat2Missing.Store(true)
-	defer openat2Missing.Store(false)
+	defer beneath.WithoutOpenat2()()
 	fh, err := f.client.Open(f.data + "/sub/deep.txt")
 	if err != nil {
 		t.Fatal(err)

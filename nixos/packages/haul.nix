@@ -64,7 +64,7 @@ in
       ldflags = [
         "-s"
         "-w"
-        "-X github.com/haulproject/haul/puller/backup.Version=${version}"
+        "-X github.com/haulproject/haul/internal/version.Version=${version}"
       ];
 
       meta = {
@@ -82,7 +82,7 @@ in
       ldflags = [
         "-s"
         "-w"
-        "-X github.com/haulproject/haul/agent.Version=${version}"
+        "-X github.com/haulproject/haul/internal/version.Version=${version}"
       ];
       meta = {
         description = "VPS side of haul: the forced command that serves consistent backups and restores over SSH";

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/internal/escape"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
@@ -23,9 +24,6 @@ import (
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/klauspost/compress/zstd"
 )
-
-// Version is the puller's version, set at build time.
-var Version = "0.1.0-dev"
 
 // Options configures one pull.
 type Options struct {
@@ -119,21 +117,31 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	defer cancelDeadline()
 
 	t = time.Now()
-	raw, err := conn.Connect(sessCtx, "backup")
+	// The idle watch covers the wire from its first byte, hello included.
+	var w *watchedWire
+	watched := connecterFunc(func(ctx context.Context, verb string) (transport.Wire, error) {
+		raw, err := conn.Connect(ctx, verb)
+		if err != nil {
+			return nil, err
+		}
+		w = &watchedWire{Wire: raw}
+		go watch(sessCtx, cancelSess, w, lim.IdleTimeout)
+		return w, nil
+	})
+	hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16), MaxVersion: opts.MaxVersion}
+	sess, err := transport.Dial(sessCtx, watched, "backup", hello)
 	if err != nil {
 		_ = recv.close(false)
 		if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
 			err = fmt.Errorf("%w: %v", cause, err)
 		}
-		return res, err
+		return res, fmt.Errorf("host %s: %w", opts.Host, err)
 	}
 	phase("connect", t)
-	w := &watchedWire{Wire: raw}
-	go watch(sessCtx, cancelSess, w, lim.IdleTimeout)
 
 	s := &session{
 		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
-		conn:      proto.NewConn(w, w),
+		conn: sess.Conn, hello: sess.Reply,
 		requested: map[proto.ID]uint32{},
 	}
 	var sessErr error
@@ -171,11 +179,8 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	if sessErr != nil {
 		_ = recv.close(false)
-		if tail := w.Stderr(); tail != "" && !errors.Is(sessErr, context.Canceled) {
-			var pe *proto.Error
-			if !errors.As(sessErr, &pe) {
-				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, escape.Text(tail))
-			}
+		if !errors.Is(sessErr, context.Canceled) {
+			sessErr = sess.AgentSaid(sessErr)
 		}
 		return res, fmt.Errorf("host %s: %w", opts.Host, sessErr)
 	}
@@ -190,7 +195,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		return res, err
 	}
 	sn.Tree = &s.root
-	sn.ProgramVersion = "haul " + Version
+	sn.ProgramVersion = "haul " + version.Version
 	sn.Summary = &data.SnapshotSummary{
 		BackupStart:         start,
 		BackupEnd:           time.Now(),
@@ -206,7 +211,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	rec := &repo.Record{
-		Version: Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
+		Version: version.Version, Agent: s.hello.Agent, Quiesce: res.Frozen.Mode,
 		FreezeMS: res.Frozen.FreezeMS, PreSyncMS: res.Frozen.PreSyncMS,
 		WireBytesIn: res.Wire.BytesIn, WireBytesOut: res.Wire.BytesOut,
 		ChunksWanted: res.ChunksWanted, ChunkBytes: res.ChunkBytes, Deltas: res.Deltas, Protocol: res.Version,
@@ -281,38 +286,13 @@ type session struct {
 }
 
 func (s *session) run(ctx context.Context) error {
-	maxV := proto.Version
-	if s.opts.MaxVersion > 0 {
-		maxV = min(maxV, s.opts.MaxVersion)
-	}
-	var versions []int
-	for v := proto.MinVersion; v <= maxV; v++ {
-		versions = append(versions, v)
-	}
 	s.full = map[proto.ID]bool{}
 	s.bases = newBaseCache(baseCacheBytes)
-	hello := proto.Hello{
-		Versions:          versions,
-		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
-		Client:            "haul " + Version,
-	}
-	if err := s.conn.Send(proto.THello, &hello); err != nil {
-		return fmt.Errorf("send hello: %w", err)
-	}
-	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	if s.hello.Verb != "backup" {
-		return fmt.Errorf("agent answered verb %q to a backup request", s.hello.Verb)
-	}
 	if len(s.hello.DataPaths) == 0 {
 		return fmt.Errorf("agent reports no data paths")
 	}
 	s.res.Agent = escape.String(s.hello.Agent)
 	s.res.Version = s.hello.Version
-	if s.hello.Version < proto.MinVersion || s.hello.Version > maxV {
-		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.hello.Version, versions)
-	}
 	s.res.Paths = s.hello.DataPaths
 	for _, p := range s.hello.DataPaths {
 		if !strings.HasPrefix(p, "/") || strings.ContainsRune(p, 0) || len(p) > 4095 {
@@ -752,4 +732,11 @@ func agentWarnings(ws []string) []string {
 		out = append(out, escape.String(w))
 	}
 	return out
+}
+
+// connecterFunc makes a function a transport.Connecter.
+type connecterFunc func(ctx context.Context, verb string) (transport.Wire, error)
+
+func (f connecterFunc) Connect(ctx context.Context, verb string) (transport.Wire, error) {
+	return f(ctx, verb)
 }

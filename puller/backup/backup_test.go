@@ -14,6 +14,7 @@ import (
 	"github.com/haulproject/haul/internal/treecmp"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
@@ -24,6 +25,7 @@ const password = "test-password"
 
 func newRepo(t *testing.T) string {
 	t.Helper()
+	repotest.LowCostKDF(t)
 	dir := filepath.Join(t.TempDir(), "repo")
 	r, err := repo.Init(context.Background(), dir, password, nil)
 	if err != nil {

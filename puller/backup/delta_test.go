@@ -14,6 +14,7 @@ import (
 	"github.com/haulproject/haul/internal/treecmp"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
@@ -135,6 +136,7 @@ func TestDeltaBaseMissingFallsBack(t *testing.T) {
 	must(t, err)
 	pol := openRepo(t, dir).Config().ChunkerPolynomial
 	dir2 := filepath.Join(t.TempDir(), "repo2")
+	repotest.LowCostKDF(t)
 	r2, err := repo.Init(context.Background(), dir2, password, &pol)
 	must(t, err)
 	r2.Close()

@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/haulproject/haul/puller/status"
+	"github.com/haulproject/haul/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -154,10 +154,10 @@ func keep(dir, host string, priv any, force bool) (*Key, error) {
 		return nil, err
 	}
 	k := describe(host, filepath.Join(hd, "ssh_host_"+typ+"_key"), signer.PublicKey())
-	if err := status.WriteFileAtomic(k.PrivatePath, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.WriteFile(k.PrivatePath, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", k.PrivatePath, err)
 	}
-	if err := status.WriteFileAtomic(k.PublicPath, []byte(k.Authorized+" root@"+host+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(k.PublicPath, []byte(k.Authorized+" root@"+host+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("write %s: %w", k.PublicPath, err)
 	}
 	return k, nil
@@ -181,10 +181,10 @@ func Export(k *Key, root string) ([]string, error) {
 		return nil, fmt.Errorf("export host key: %w", err)
 	}
 	privOut := filepath.Join(sshDir, k.FileName())
-	if err := status.WriteFileAtomic(privOut, priv, 0o600); err != nil {
+	if err := atomicfile.WriteFile(privOut, priv, 0o600); err != nil {
 		return nil, fmt.Errorf("export host key: %w", err)
 	}
-	if err := status.WriteFileAtomic(privOut+".pub", pub, 0o644); err != nil {
+	if err := atomicfile.WriteFile(privOut+".pub", pub, 0o644); err != nil {
 		return nil, fmt.Errorf("export host key: %w", err)
 	}
 	return []string{privOut, privOut + ".pub"}, nil

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/haulproject/haul/puller/status"
+	"github.com/haulproject/haul/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -76,7 +76,7 @@ func Pin(knownHosts, address string, pub ssh.PublicKey) (*PinResult, error) {
 	if err := os.MkdirAll(filepath.Dir(knownHosts), 0o755); err != nil {
 		return nil, err
 	}
-	if err := status.WriteFileAtomic(knownHosts, []byte(next), mode); err != nil {
+	if err := atomicfile.WriteFile(knownHosts, []byte(next), mode); err != nil {
 		return nil, fmt.Errorf("write known_hosts: %w", err)
 	}
 	res.Changed = true

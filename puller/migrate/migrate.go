@@ -81,10 +81,7 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 		return out, fmt.Errorf("migrate: backup of %s: %w; nothing was changed on %s", from.Name, err, to.Name)
 	}
 
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		return out, err
-	}
-	sn, err := r.Find(ctx, from.Name, out.Backup.SnapshotID)
+	sn, err := saved(ctx, r, out.Backup)
 	if err != nil {
 		return out, err
 	}
@@ -100,10 +97,7 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	if err != nil {
 		return out, fmt.Errorf("migrate: verification backup of %s: %w; %s is NOT marked ready", to.Name, err, to.Name)
 	}
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		return out, err
-	}
-	verify, err := r.Find(ctx, to.Name, out.Verify.SnapshotID)
+	verify, err := saved(ctx, r, out.Verify)
 	if err != nil {
 		return out, err
 	}
@@ -124,4 +118,13 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	out.Marker = mark.Marker
 	out.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	return out, nil
+}
+
+// saved reloads r's index, which the backup just added to, and returns the
+// snapshot the backup saved.
+func saved(ctx context.Context, r *repo.Repo, b *backup.Result) (*repo.Snapshot, error) {
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		return nil, err
+	}
+	return r.Find(ctx, b.Host, b.SnapshotID)
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/haulproject/haul/internal/atomicfile"
 	"github.com/haulproject/haul/puller/status"
 )
 
@@ -79,7 +80,7 @@ func Textfile(states []*status.HostState) []byte {
 // WriteTextfile replaces path (which must end in .prom, in the collector's
 // directory) atomically, so node_exporter never reads half a file.
 func WriteTextfile(path string, states []*status.HostState) error {
-	if err := status.WriteFileAtomic(path, Textfile(states), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, Textfile(states), 0o644); err != nil {
 		return fmt.Errorf("write prometheus_textfile %s: %w (does its directory exist and is it writable?)", path, err)
 	}
 	return nil

@@ -127,7 +127,7 @@ type Options struct {
 	Tags  []string
 	Log   *runlog.Log // events and progress; All closes it before the summary
 	// Repo is an open handle, checked by the caller before the run; the
-	// first host uses it instead of opening its own, All closes it.
+	// first host uses it instead of opening its own. The caller keeps it.
 	Repo *repo.Repo
 }
 
@@ -148,13 +148,6 @@ func All(ctx context.Context, cfg *config.Config, opts Options) (*Report, error)
 	repoID := opts.Repo.Config().ID
 	spare := make(chan *repo.Repo, 1)
 	spare <- opts.Repo
-	defer func() {
-		select {
-		case r := <-spare:
-			r.Close()
-		default:
-		}
-	}()
 
 	runPing := newPinger(cfg, cfg.Notify.PingURL, cfg.Notify.PingURLFile, "[notify]", log.Errorf)
 	runPing.Start(ctx)
@@ -176,7 +169,6 @@ func All(ctx context.Context, cfg *config.Config, opts Options) (*Report, error)
 			hopts := HostOptions{Tags: opts.Tags, Logf: hl.Logf, Progress: hl}
 			select {
 			case hopts.Repo = <-spare:
-				defer hopts.Repo.Close()
 			default:
 			}
 			res, err := Host(ctx, cfg, h, hopts)

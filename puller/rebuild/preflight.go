@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/haulproject/haul/puller/hostkey"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
@@ -98,7 +98,7 @@ func (e *PreflightError) Error() string {
 func (rb *rebuilder) hcloudClient() *hcloud.Client {
 	opts := []hcloud.ClientOption{
 		hcloud.WithToken(rb.opts.Token),
-		hcloud.WithApplication("haul", backup.Version),
+		hcloud.WithApplication("haul", version.Version),
 	}
 	if ep := rb.settings.HcloudEndpoint; ep != "" {
 		opts = append(opts, hcloud.WithEndpoint(ep))

@@ -16,7 +16,9 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// fakeAgent answers a hello with reply, or fails to connect with err.
+// fakeAgent answers a hello with reply, or fails to connect with err. As
+// a real agent does, the reply names the verb and the newest version the
+// hello offered.
 type fakeAgent struct {
 	reply proto.HelloReply
 	err   error
@@ -34,7 +36,12 @@ func (f fakeAgent) Connect(ctx context.Context, verb string) (transport.Wire, er
 		if err := c.Expect(proto.THello, &h); err != nil {
 			return
 		}
-		_ = c.Send(proto.THelloReply, &f.reply)
+		reply := f.reply
+		reply.Verb = verb
+		if len(h.Versions) > 0 {
+			reply.Version = h.Versions[len(h.Versions)-1]
+		}
+		_ = c.Send(proto.THelloReply, &reply)
 		_, _ = io.Copy(io.Discard, b)
 	}()
 	return pipeWire{a}, nil

@@ -1,6 +1,7 @@
 package rebuild
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/haulproject/haul/puller/status"
-	"golang.org/x/sys/unix"
+	"github.com/haulproject/haul/internal/atomicfile"
+	"github.com/haulproject/haul/internal/flock"
 )
 
 // Phase statuses.
@@ -115,7 +116,7 @@ func saveState(path string, r *Result) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("save rebuild state: %w", err)
 	}
-	if err := status.WriteFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save rebuild state: %w", err)
 	}
 	return nil
@@ -126,16 +127,12 @@ func lockState(path string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	l, err := flock.Acquire(context.Background(), path+".lock", flock.Options{})
+	if errors.Is(err, flock.ErrHeld) {
+		return nil, fmt.Errorf("another `haul rebuild` of this host is running (it holds %s.lock); let it finish", path)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another `haul rebuild` of this host is running (it holds %s.lock); let it finish", path)
-		}
-		return nil, err
-	}
-	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+	return l.Unlock, nil
 }

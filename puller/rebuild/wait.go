@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/proto"
-	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -22,27 +21,15 @@ import (
 func hello(ctx context.Context, conn transport.Connecter, timeout time.Duration) (*proto.HelloReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	w, err := conn.Connect(ctx, "backup")
+	sess, err := transport.Dial(ctx, conn, "backup", transport.Hello{})
 	if err != nil {
 		return nil, err
 	}
-	c := proto.NewConn(w, w)
-	var reply proto.HelloReply
-	err = c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version})
-	if err == nil {
-		err = c.Expect(proto.THelloReply, &reply)
-	}
-	_ = w.CloseWrite()
+	_ = sess.Wire.CloseWrite()
 	// The agent ends a session closed after hello with a complaint on
 	// stderr and a non-zero exit; that is expected here.
-	_ = w.Close()
-	if err != nil {
-		if tail := w.Stderr(); tail != "" {
-			return nil, fmt.Errorf("hello: %w (agent said: %s)", err, tail)
-		}
-		return nil, fmt.Errorf("hello: %w", err)
-	}
-	return &reply, nil
+	_ = sess.Wire.Close()
+	return &sess.Reply, nil
 }
 
 // unreachable reports whether err says nothing answered (no route, refused,

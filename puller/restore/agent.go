@@ -14,7 +14,6 @@ import (
 
 	"github.com/haulproject/haul/internal/escape"
 	"github.com/haulproject/haul/proto"
-	"github.com/haulproject/haul/puller/backup"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
@@ -88,15 +87,16 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 	}
 
 	t := time.Now()
-	w, err := conn.Connect(ctx, "restore")
+	sess, err := transport.Dial(ctx, conn, "restore", transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16)})
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("restore onto the agent: %w", err)
 	}
+	w := sess.Wire
 	phase("connect", t)
 	ctx, cancel := context.WithCancel(ctx)
 	s := &agentSession{
 		repo: r, sn: sn, opts: opts, res: res, logf: logf, cancel: cancel,
-		conn:    proto.NewConn(w, w),
+		conn: sess.Conn, hello: sess.Reply,
 		content: map[proto.ID]bool{},
 		queue:   newIDQueue(ctx),
 	}
@@ -106,11 +106,7 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 	closeErr := w.Close()
 	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
 	if err != nil {
-		var pe *proto.Error
-		if tail := w.Stderr(); tail != "" && !errors.As(err, &pe) {
-			err = fmt.Errorf("%w\nagent said: %s", err, tail)
-		}
-		return res, fmt.Errorf("restore onto %s: %w", s.target(), err)
+		return res, fmt.Errorf("restore onto %s: %w", s.target(), sess.AgentSaid(err))
 	}
 	if closeErr != nil {
 		logf("warning: agent exit: %v", closeErr)
@@ -219,24 +215,10 @@ func (s *agentSession) run(ctx context.Context) error {
 
 func (s *agentSession) treeDone() { s.treeOnce.Do(func() { close(s.treeSent) }) }
 
-// handshake sends hello and checks the agent can take this snapshot.
+// handshake checks the agent can take this snapshot.
 func (s *agentSession) handshake() error {
-	hello := proto.Hello{
-		Versions:          []int{proto.Version},
-		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
-		Client:            "haul " + backup.Version,
-	}
-	if err := s.conn.Send(proto.THello, &hello); err != nil {
-		return fmt.Errorf("send hello: %w", err)
-	}
-	if err := s.conn.Expect(proto.THelloReply, &s.hello); err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
 	s.hello.Host, s.hello.Agent = escape.String(s.hello.Host), escape.String(s.hello.Agent)
 	s.res.Target, s.res.Agent = s.hello.Host, s.hello.Agent
-	if s.hello.Verb != "restore" {
-		return fmt.Errorf("agent answered verb %s to a restore request", escape.Quote(s.hello.Verb))
-	}
 	if !s.hello.RestoreAllowed {
 		return fmt.Errorf("the agent does not allow restore with this key (its forced command lacks --allow-restore)")
 	}
@@ -701,19 +683,12 @@ func (s *agentSession) loadChunks(ctx context.Context, out chan<- chunkFrame) er
 // restoring anything (TMark). snapshot and host, if set, are recorded in
 // the marker.
 func MarkReady(ctx context.Context, conn transport.Connecter, snapshot, host string) (*proto.RestoreResult, error) {
-	w, err := conn.Connect(ctx, "restore")
+	sess, err := transport.Dial(ctx, conn, "restore", transport.Hello{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("mark ready: %w", err)
 	}
-	c := proto.NewConn(w, w)
+	c := sess.Conn
 	res, err := func() (*proto.RestoreResult, error) {
-		if err := c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version}); err != nil {
-			return nil, err
-		}
-		var hello proto.HelloReply
-		if err := c.Expect(proto.THelloReply, &hello); err != nil {
-			return nil, fmt.Errorf("hello: %w", err)
-		}
 		if err := c.Send(proto.TMark, &proto.Mark{Snapshot: snapshot, Host: host}); err != nil {
 			return nil, err
 		}
@@ -723,14 +698,9 @@ func MarkReady(ctx context.Context, conn transport.Connecter, snapshot, host str
 		}
 		return &r, nil
 	}()
-	closeErr := w.Close()
+	_ = sess.Wire.Close()
 	if err != nil {
-		var pe *proto.Error
-		if tail := w.Stderr(); tail != "" && !errors.As(err, &pe) {
-			err = fmt.Errorf("%w\nagent said: %s", err, tail)
-		}
-		return nil, fmt.Errorf("mark ready: %w", err)
+		return nil, fmt.Errorf("mark ready: %w", sess.AgentSaid(err))
 	}
-	_ = closeErr
 	return res, nil
 }

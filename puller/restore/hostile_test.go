@@ -14,6 +14,7 @@ import (
 
 	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/proto"
+	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
@@ -139,6 +140,7 @@ func (w *treeWriter) rootFor(dataPath string, children, beside []*data.Node) res
 
 func newRepo(t *testing.T) *repo.Repo {
 	t.Helper()
+	repotest.LowCostKDF(t)
 	r, err := repo.Init(context.Background(), filepath.Join(t.TempDir(), "repo"), "hostile", nil)
 	must(t, err)
 	return r

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/haulproject/haul/internal/atomicfile"
 )
 
 // DefaultMaxAge is the max_age of a host that sets none when haul did not
@@ -43,7 +45,7 @@ func RecordSchedule(cacheDir string, s Schedule) error {
 	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
 		return err
 	}
-	return writeAtomic(schedulePath(cacheDir), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(schedulePath(cacheDir), append(b, '\n'), 0o600)
 }
 
 // LoadSchedule reads the recorded schedule (nil if none was recorded).

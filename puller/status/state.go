@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/haulproject/haul/internal/atomicfile"
 )
 
 // Run is one host's pull as haul backup records it.
@@ -76,32 +78,5 @@ func RecordRun(cacheDir, repoID, host string, run Run) (*HostState, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return st, err
 	}
-	return st, writeAtomic(path, append(b, '\n'), 0o600)
-}
-
-// writeAtomic replaces path with data through a temporary file in the same
-// directory, so readers never see a partial file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
-// WriteFileAtomic is writeAtomic for other packages (the textfile).
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	return writeAtomic(path, data, mode)
+	return st, atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }

@@ -14,8 +14,12 @@ import (
 	"syscall"
 
 	"github.com/haulproject/haul/agent"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/urfave/cli/v2"
 )
+
+// configFlag names the agent's config; every subcommand takes it.
+var configFlag = &cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"}
 
 func main() {
 	// The VPS is small: keep the heap near what one chunk in flight needs.
@@ -27,13 +31,13 @@ func main() {
 	app := &cli.App{
 		Name:    "haul-agent",
 		Usage:   "serve consistent backups and restores to the haul puller over SSH",
-		Version: agent.Version,
+		Version: version.Version,
 		Commands: []*cli.Command{
 			{
 				Name:  "serve",
 				Usage: "serve one session; run by sshd as a forced command (the verb comes from SSH_ORIGINAL_COMMAND)",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"},
+					configFlag,
 					&cli.BoolFlag{Name: "allow-restore", Usage: "allow the restore verb (only on the restore key's entry)"},
 				},
 				Action: serve,
@@ -46,7 +50,7 @@ func main() {
 					"With --watch-pid (the watchdog the agent starts): wait while that agent's freeze lasts and\n" +
 					"resume its services if the agent dies or the guard_timeout passes first.",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"},
+					configFlag,
 					&cli.IntFlag{Name: "watch-pid", Usage: "watch the freeze of agent `PID` (set by the agent itself)"},
 				},
 				Action: recoverCmd,
@@ -57,7 +61,7 @@ func main() {
 				Description: "Run this once on a host whose data is meant to start empty (a first install), or whose data\n" +
 					"was put in place by hand. After it, restores onto this host are refused unless the config sets\n" +
 					"allow_inplace_restore. A successful restore writes the marker itself.",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"}},
+				Flags: []cli.Flag{configFlag},
 				Action: func(c *cli.Context) error {
 					cfg, err := agent.LoadConfig(c.String("config"))
 					if err != nil {
@@ -83,7 +87,7 @@ func main() {
 					"answers and the containers or the compose project exist; the state dir's file system has room for\n" +
 					"the mirror (a full copy of the data paths). Each check is a line on stderr. Exit 1 if any fails.",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "config", Required: true, Usage: "agent config `FILE` (JSON)"},
+					configFlag,
 					&cli.BoolFlag{Name: "offline", Usage: "only validate the file (for a config rendered away from its host, as in a Nix build)"},
 				},
 				Action: func(c *cli.Context) error {

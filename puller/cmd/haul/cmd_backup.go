@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/pull"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/runlog"
 	"github.com/urfave/cli/v2"
 )
@@ -46,31 +48,27 @@ func runBackup(c *cli.Context, opts backupOptions) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
 	log := newRunLog(c)
 	defer log.Close()
 	// Fail early and clearly if the repository cannot be opened; the
 	// first host reuses the handle.
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Repo: r})
-	if opts.JSON {
-		if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
-			return jerr
+	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Repo: r})
+		if opts.JSON {
+			if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
+				return jerr
+			}
+		} else if !opts.Quiet {
+			io.WriteString(c.App.Writer, rep.Summary)
+		} else if len(rep.Failed) > 0 {
+			// Quiet: nothing on success, the whole summary with the failure.
+			io.WriteString(c.App.ErrWriter, rep.Summary)
 		}
-	} else if !opts.Quiet {
-		io.WriteString(c.App.Writer, rep.Summary)
-	} else if len(rep.Failed) > 0 {
-		// Quiet: nothing on success, the whole summary with the failure.
-		io.WriteString(c.App.ErrWriter, rep.Summary)
-	}
-	if err != nil {
-		return hostFailure(err)
-	}
-	return nil
+		if err != nil {
+			return hostFailure(err)
+		}
+		return nil
+	})
 }
 
 func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {

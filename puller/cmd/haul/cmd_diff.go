@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/escape"
 
+	"github.com/haulproject/haul/internal/escape"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/inspect"
 	"github.com/haulproject/haul/puller/internal/restic/ui"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -30,52 +33,44 @@ func runDiff(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return configFailure(fmt.Errorf("diff needs two snapshots: haul diff SNAPSHOT1 SNAPSHOT2"))
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	sn1, err := r.Find(ctx, c.String("host"), c.Args().Get(0))
-	if err != nil {
-		return configFailure(err)
-	}
-	sn2, err := r.Find(ctx, c.String("host"), c.Args().Get(1))
-	if err != nil {
-		return configFailure(err)
-	}
-	if sn1.Tree == nil || sn2.Tree == nil {
-		return fmt.Errorf("snapshot %s or %s has no tree", sn1.ID.Str(), sn2.ID.Str())
-	}
-	w := c.App.Writer
-	jsonOut := c.Bool("json")
-	enc := json.NewEncoder(w)
-	emit := func(ch inspect.Change) { fmt.Fprintf(w, "%-5s%v\n", ch.Modifier, escape.String(ch.Path)) }
-	if jsonOut {
-		emit = func(ch inspect.Change) { _ = enc.Encode(ch) }
-	} else {
-		fmt.Fprintf(w, "comparing snapshot %v to %v:\n\n", sn1.ID.Str(), sn2.ID.Str())
-	}
-	warn := func(err error) { fmt.Fprintf(c.App.ErrWriter, "error: %v\n", escape.String(err.Error())) }
-	stats, err := inspect.Diff(ctx, r, c.Args().Get(0), c.Args().Get(1), *sn1.Tree, *sn2.Tree,
-		inspect.DiffOptions{Metadata: c.Bool("metadata")}, emit, warn)
-	if err != nil {
-		return fmt.Errorf("compare snapshots %s and %s: %w", sn1.ID.Str(), sn2.ID.Str(), err)
-	}
-	if jsonOut {
-		return enc.Encode(stats)
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Files:       %5d new, %5d removed, %5d changed\n", stats.Added.Files, stats.Removed.Files, stats.ChangedFiles)
-	fmt.Fprintf(w, "Dirs:        %5d new, %5d removed\n", stats.Added.Dirs, stats.Removed.Dirs)
-	fmt.Fprintf(w, "Others:      %5d new, %5d removed\n", stats.Added.Others, stats.Removed.Others)
-	fmt.Fprintf(w, "Data Blobs:  %5d new, %5d removed\n", stats.Added.DataBlobs, stats.Removed.DataBlobs)
-	fmt.Fprintf(w, "Tree Blobs:  %5d new, %5d removed\n", stats.Added.TreeBlobs, stats.Removed.TreeBlobs)
-	fmt.Fprintf(w, "  Added:   %-5s\n", ui.FormatBytes(stats.Added.Bytes))
-	fmt.Fprintf(w, "  Removed: %-5s\n", ui.FormatBytes(stats.Removed.Bytes))
-	return nil
+	return withRepo(c, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		sn1, err := r.Find(ctx, c.String("host"), c.Args().Get(0))
+		if err != nil {
+			return configFailure(err)
+		}
+		sn2, err := r.Find(ctx, c.String("host"), c.Args().Get(1))
+		if err != nil {
+			return configFailure(err)
+		}
+		if sn1.Tree == nil || sn2.Tree == nil {
+			return fmt.Errorf("snapshot %s or %s has no tree", sn1.ID.Str(), sn2.ID.Str())
+		}
+		w := c.App.Writer
+		jsonOut := c.Bool("json")
+		enc := json.NewEncoder(w)
+		emit := func(ch inspect.Change) { fmt.Fprintf(w, "%-5s%v\n", ch.Modifier, escape.String(ch.Path)) }
+		if jsonOut {
+			emit = func(ch inspect.Change) { _ = enc.Encode(ch) }
+		} else {
+			fmt.Fprintf(w, "comparing snapshot %v to %v:\n\n", sn1.ID.Str(), sn2.ID.Str())
+		}
+		warn := func(err error) { fmt.Fprintf(c.App.ErrWriter, "error: %v\n", escape.String(err.Error())) }
+		stats, err := inspect.Diff(ctx, r, c.Args().Get(0), c.Args().Get(1), *sn1.Tree, *sn2.Tree,
+			inspect.DiffOptions{Metadata: c.Bool("metadata")}, emit, warn)
+		if err != nil {
+			return fmt.Errorf("compare snapshots %s and %s: %w", sn1.ID.Str(), sn2.ID.Str(), err)
+		}
+		if jsonOut {
+			return enc.Encode(stats)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "Files:       %5d new, %5d removed, %5d changed\n", stats.Added.Files, stats.Removed.Files, stats.ChangedFiles)
+		fmt.Fprintf(w, "Dirs:        %5d new, %5d removed\n", stats.Added.Dirs, stats.Removed.Dirs)
+		fmt.Fprintf(w, "Others:      %5d new, %5d removed\n", stats.Added.Others, stats.Removed.Others)
+		fmt.Fprintf(w, "Data Blobs:  %5d new, %5d removed\n", stats.Added.DataBlobs, stats.Removed.DataBlobs)
+		fmt.Fprintf(w, "Tree Blobs:  %5d new, %5d removed\n", stats.Added.TreeBlobs, stats.Removed.TreeBlobs)
+		fmt.Fprintf(w, "  Added:   %-5s\n", ui.FormatBytes(stats.Added.Bytes))
+		fmt.Fprintf(w, "  Removed: %-5s\n", ui.FormatBytes(stats.Removed.Bytes))
+		return nil
+	})
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,8 +9,10 @@ import (
 	"text/tabwriter"
 
 	"github.com/haulproject/haul/internal/units"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/forget"
 	"github.com/haulproject/haul/puller/prune"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,65 +35,55 @@ prints restic forget's JSON. --prune then removes the data no snapshot uses.`,
 }
 
 func runForget(c *cli.Context) error {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
 	log := newRunLog(c)
 	defer log.Close()
 	dry := c.Bool("dry-run")
 	// Deciding is read-only; removing needs restic's exclusive lock.
-	r, unlock, lctx, err := openLocked(ctx, cfg, dry, log.Logf)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-
-	sns, err := forget.Load(lctx, r, c.StringSlice("host"))
-	if err != nil {
-		return configFailure(err)
-	}
-	plan, err := forget.MakePlan(sns, cfg.RetentionFor)
-	if err != nil {
-		return configFailure(err)
-	}
-	if c.Bool("json") {
-		groups := plan.Groups
-		if groups == nil {
-			groups = []*forget.Group{}
-		}
-		if err := json.NewEncoder(c.App.Writer).Encode(groups); err != nil {
-			return err
-		}
-	} else if !c.Bool("quiet") {
-		printForgetPlan(c.App.Writer, plan, dry)
-	}
-	for _, s := range plan.Skipped {
-		log.Logf("host %s, paths %v: no retention policy applies; keeping all %d snapshots", s.Host, s.Paths, s.Snapshots)
-	}
-	if len(plan.Remove) == 0 {
-		return nil
-	}
-	if dry {
-		log.Logf("would remove %d snapshots", len(plan.Remove))
-	} else {
-		n, err := forget.Remove(lctx, r, plan.Remove)
-		log.Logf("removed %d snapshots", n)
+	return withLockedRepo(c, dry, log.Logf, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		sns, err := forget.Load(ctx, r, c.StringSlice("host"))
 		if err != nil {
 			return configFailure(err)
 		}
-	}
-	if !c.Bool("prune") {
+		plan, err := forget.MakePlan(sns, cfg.RetentionFor)
+		if err != nil {
+			return configFailure(err)
+		}
+		if c.Bool("json") {
+			groups := plan.Groups
+			if groups == nil {
+				groups = []*forget.Group{}
+			}
+			if err := json.NewEncoder(c.App.Writer).Encode(groups); err != nil {
+				return err
+			}
+		} else if !c.Bool("quiet") {
+			printForgetPlan(c.App.Writer, plan, dry)
+		}
+		for _, s := range plan.Skipped {
+			log.Logf("host %s, paths %v: no retention policy applies; keeping all %d snapshots", s.Host, s.Paths, s.Snapshots)
+		}
+		if len(plan.Remove) == 0 {
+			return nil
+		}
+		if dry {
+			log.Logf("would remove %d snapshots", len(plan.Remove))
+		} else {
+			n, err := forget.Remove(ctx, r, plan.Remove)
+			log.Logf("removed %d snapshots", n)
+			if err != nil {
+				return configFailure(err)
+			}
+		}
+		if !c.Bool("prune") {
+			return nil
+		}
+		res, err := prune.Run(ctx, r, prune.Options{DryRun: dry, MaxUnused: c.String("max-unused"), Ignore: plan.Remove, Logf: log.Logf})
+		if err != nil {
+			return configFailure(err)
+		}
+		logPruneResult(log.Logf, res)
 		return nil
-	}
-	res, err := prune.Run(lctx, r, prune.Options{DryRun: dry, MaxUnused: c.String("max-unused"), Ignore: plan.Remove, Logf: log.Logf})
-	if err != nil {
-		return configFailure(err)
-	}
-	logPruneResult(log.Logf, res)
-	return nil
+	})
 }
 
 func printForgetPlan(w io.Writer, plan *forget.Plan, dry bool) {

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/escape"
 
+	"github.com/haulproject/haul/internal/escape"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/inspect"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,50 +36,42 @@ func runLs(c *cli.Context) error {
 	if c.String("host") == "" && (c.String("snapshot") == "" || c.String("snapshot") == "latest") {
 		return configFailure(fmt.Errorf("say which snapshot to list: --host NAME (its latest) or --snapshot ID"))
 	}
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
-	if err != nil {
-		return configFailure(err)
-	}
-	if sn.Tree == nil {
-		return fmt.Errorf("snapshot %s has no tree", sn.ID.Str())
-	}
-	dirs := c.Args().Slice()
-	w := c.App.Writer
-	var visit func(string, *data.Node) error
-	if c.Bool("json") {
-		enc := json.NewEncoder(w)
-		if err := enc.Encode(lsSnapshot{Snapshot: sn.Snapshot, ID: &sn.ID, ShortID: sn.ID.Str(), MessageType: "snapshot", StructType: "snapshot"}); err != nil {
-			return err
+	return withRepo(c, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
+		if err != nil {
+			return configFailure(err)
 		}
-		visit = func(p string, n *data.Node) error { return enc.Encode(inspect.NewLsNode(p, n)) }
-	} else {
-		fmt.Fprintf(w, "snapshot %s of %v at %s by %s@%s filtered by %v:\n", sn.ID.Str(), escape.Strings(sn.Paths), sn.Time, escape.String(sn.Username), escape.String(sn.Hostname), escape.Strings(dirs))
-		long := c.Bool("long")
-		visit = func(p string, n *data.Node) error {
-			if long {
-				p = inspect.FormatLong(p, n) // escaped there
-			} else {
-				p = escape.String(p)
+		if sn.Tree == nil {
+			return fmt.Errorf("snapshot %s has no tree", sn.ID.Str())
+		}
+		dirs := c.Args().Slice()
+		w := c.App.Writer
+		var visit func(string, *data.Node) error
+		if c.Bool("json") {
+			enc := json.NewEncoder(w)
+			if err := enc.Encode(lsSnapshot{Snapshot: sn.Snapshot, ID: &sn.ID, ShortID: sn.ID.Str(), MessageType: "snapshot", StructType: "snapshot"}); err != nil {
+				return err
 			}
-			_, err := fmt.Fprintln(w, p)
-			return err
+			visit = func(p string, n *data.Node) error { return enc.Encode(inspect.NewLsNode(p, n)) }
+		} else {
+			fmt.Fprintf(w, "snapshot %s of %v at %s by %s@%s filtered by %v:\n", sn.ID.Str(), escape.Strings(sn.Paths), sn.Time, escape.String(sn.Username), escape.String(sn.Hostname), escape.Strings(dirs))
+			long := c.Bool("long")
+			visit = func(p string, n *data.Node) error {
+				if long {
+					p = inspect.FormatLong(p, n) // escaped there
+				} else {
+					p = escape.String(p)
+				}
+				_, err := fmt.Fprintln(w, p)
+				return err
+			}
 		}
-	}
-	err = inspect.Ls(ctx, r, *sn.Tree, inspect.LsOptions{Dirs: dirs, Recursive: c.Bool("recursive")}, visit)
-	if err != nil {
-		return fmt.Errorf("list snapshot %s: %w", sn.ID.Str(), err)
-	}
-	return nil
+		err = inspect.Ls(ctx, r, *sn.Tree, inspect.LsOptions{Dirs: dirs, Recursive: c.Bool("recursive")}, visit)
+		if err != nil {
+			return fmt.Errorf("list snapshot %s: %w", sn.ID.Str(), err)
+		}
+		return nil
+	})
 }
 
 // lsSnapshot is `restic ls --json`'s first record.

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/haulproject/haul/internal/units"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/migrate"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/urfave/cli/v2"
 )
@@ -64,30 +67,25 @@ func runMigrate(c *cli.Context, opts migrateOptions) error {
 	if from.Name == to.Name {
 		return configFailure(fmt.Errorf("--from and --to are both %s; name the old and the new host", from.Name))
 	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Restore: opts.Restore, DryRun: opts.DryRun, Logf: progress(c, opts.JSON)})
-	if err != nil {
-		if opts.JSON && out != nil && out.Comparison != nil && !out.Comparison.Equal() {
-			_ = printJSON(c.App.Writer, out)
+	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Restore: opts.Restore, DryRun: opts.DryRun, Logf: progress(c, opts.JSON)})
+		if err != nil {
+			if opts.JSON && out != nil && out.Comparison != nil && !out.Comparison.Equal() {
+				_ = printJSON(c.App.Writer, out)
+			}
+			return hostFailure(err)
 		}
-		return hostFailure(err)
-	}
-	if opts.JSON {
-		return printJSON(c.App.Writer, out)
-	}
-	if out.DryRun {
-		fmt.Fprintf(c.App.Writer, "migrate %s → %s, dry run with %s's latest snapshot:\n", out.From, out.To, out.From)
-		printAgentRestore(c.App.Writer, out.Restore)
+		if opts.JSON {
+			return printJSON(c.App.Writer, out)
+		}
+		if out.DryRun {
+			fmt.Fprintf(c.App.Writer, "migrate %s → %s, dry run with %s's latest snapshot:\n", out.From, out.To, out.From)
+			printAgentRestore(c.App.Writer, out.Restore)
+			return nil
+		}
+		printMigrate(c.App.Writer, out)
 		return nil
-	}
-	printMigrate(c.App.Writer, out)
-	return nil
+	})
 }
 
 func printJSON(w io.Writer, v any) error {

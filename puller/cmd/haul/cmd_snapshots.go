@@ -1,13 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/escape"
-	"github.com/haulproject/haul/internal/units"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/haulproject/haul/internal/escape"
+	"github.com/haulproject/haul/internal/units"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
@@ -20,41 +22,35 @@ var cmdSnapshots = &cli.Command{
 		jsonFlag,
 	},
 	Action: func(c *cli.Context) error {
-		cfg, err := loadConfig(c)
-		if err != nil {
-			return err
-		}
-		r, err := openRepo(c.Context, cfg)
-		if err != nil {
-			return err
-		}
-		sns, err := r.Snapshots(c.Context, c.String("host"))
-		if err != nil {
-			return configFailure(err)
-		}
-		if c.Bool("json") {
-			return printSnapshotsJSON(c, sns)
-		}
-		tw := tabwriter.NewWriter(c.App.Writer, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tTime\tHost\tPaths\tFiles\tSize\tFreeze\tMoved")
-		for _, sn := range sns {
-			files, size, freeze, moved := "-", "-", "-", "-"
-			if sn.Summary != nil {
-				files = fmt.Sprint(sn.Summary.TotalFilesProcessed)
-				size = units.Bytes(int64(sn.Summary.TotalBytesProcessed))
+		return withRepo(c, func(ctx context.Context, _ *config.Config, r *repo.Repo) error {
+			sns, err := r.Snapshots(ctx, c.String("host"))
+			if err != nil {
+				return configFailure(err)
 			}
-			if sn.Haul != nil {
-				freeze = fmt.Sprintf("%.1f ms", sn.Haul.FreezeMS)
-				moved = units.Bytes(sn.Haul.WireBytesIn + sn.Haul.WireBytesOut)
+			if c.Bool("json") {
+				return printSnapshotsJSON(c, sns)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.ID.Str(), sn.Time.Format("2006-01-02 15:04:05"),
-				escape.String(sn.Hostname), escape.String(strings.Join(sn.Paths, ",")), files, size, freeze, moved)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-		fmt.Fprintf(c.App.Writer, "%d snapshots\n", len(sns))
-		return nil
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tTime\tHost\tPaths\tFiles\tSize\tFreeze\tMoved")
+			for _, sn := range sns {
+				files, size, freeze, moved := "-", "-", "-", "-"
+				if sn.Summary != nil {
+					files = fmt.Sprint(sn.Summary.TotalFilesProcessed)
+					size = units.Bytes(int64(sn.Summary.TotalBytesProcessed))
+				}
+				if sn.Haul != nil {
+					freeze = fmt.Sprintf("%.1f ms", sn.Haul.FreezeMS)
+					moved = units.Bytes(sn.Haul.WireBytesIn + sn.Haul.WireBytesOut)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.ID.Str(), sn.Time.Format("2006-01-02 15:04:05"),
+					escape.String(sn.Hostname), escape.String(strings.Join(sn.Paths, ",")), files, size, freeze, moved)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "%d snapshots\n", len(sns))
+			return nil
+		})
 	},
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"github.com/haulproject/haul/internal/escape"
@@ -10,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/haulproject/haul/puller/config"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/status"
 	"github.com/urfave/cli/v2"
 )
@@ -30,39 +33,35 @@ var cmdStatus = &cli.Command{
 		if err != nil {
 			return err
 		}
-		ctx, cancel := signalContext(c)
-		defer cancel()
-		r, err := openRepo(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		// Read-only and frequent (monitors): no lock, so it never holds up
-		// a prune.
-		rep, err := status.Build(ctx, r, cfg.CacheDir, hosts, time.Now())
-		if err != nil {
-			return configFailure(err)
-		}
-		if c.Bool("json") {
-			enc := json.NewEncoder(c.App.Writer)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(rep); err != nil {
-				return err
+		return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+			// Read-only and frequent (monitors): no lock, so it never holds up
+			// a prune.
+			rep, err := status.Build(ctx, r, cfg.CacheDir, hosts, time.Now())
+			if err != nil {
+				return configFailure(err)
 			}
-		} else if !c.Bool("quiet") {
-			printStatus(c.App.Writer, rep)
-		} else if !rep.OK {
-			printStatus(c.App.ErrWriter, rep) // quiet: only when something is wrong
-		}
-		if !rep.OK {
-			var why []string
-			for _, h := range rep.Hosts {
-				if h.Stale {
-					why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
 				}
+			} else if !c.Bool("quiet") {
+				printStatus(c.App.Writer, rep)
+			} else if !rep.OK {
+				printStatus(c.App.ErrWriter, rep) // quiet: only when something is wrong
 			}
-			return hostFailure(fmt.Errorf("stale: %s", strings.Join(why, "; ")))
-		}
-		return nil
+			if !rep.OK {
+				var why []string
+				for _, h := range rep.Hosts {
+					if h.Stale {
+						why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
+					}
+				}
+				return hostFailure(fmt.Errorf("stale: %s", strings.Join(why, "; ")))
+			}
+			return nil
+		})
 	},
 }
 

@@ -36,17 +36,41 @@ func openRepo(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
 	return r, nil
 }
 
-// openLocked opens the repository for a maintenance command and takes
-// restic's lock: exclusive to change it, shared for a dry run, which only
-// reads.
-func openLocked(ctx context.Context, cfg *config.Config, dryRun bool, logf func(string, ...any)) (*repo.Repo, func(), context.Context, error) {
+// withRepo runs fn with the config, a context a signal cancels and the
+// repository open, and closes the repository after: how the commands that
+// read it start.
+func withRepo(c *cli.Context, fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	return withConfigRepo(c, cfg, fn)
+}
+
+// withConfigRepo is withRepo with the config already loaded, for commands
+// that check their flags against it before opening the repository (which
+// derives the key).
+func withConfigRepo(c *cli.Context, cfg *config.Config, fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
+	ctx, cancel := signalContext(c)
+	defer cancel()
 	r, err := openRepo(ctx, cfg)
 	if err != nil {
-		return nil, nil, ctx, err
+		return err
 	}
-	unlock, lctx, err := r.Lock(ctx, !dryRun, cfg.RepoLockWait(), logf)
-	if err != nil {
-		return nil, nil, ctx, configFailure(err)
-	}
-	return r, unlock, lctx, nil
+	defer r.Close()
+	return fn(ctx, cfg, r)
+}
+
+// withLockedRepo is withRepo for a maintenance command, under restic's
+// lock: exclusive to change the repository, shared for a dry run, which
+// only reads. fn runs in the lock's context.
+func withLockedRepo(c *cli.Context, dryRun bool, logf func(string, ...any), fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
+	return withRepo(c, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		unlock, lctx, err := r.Lock(ctx, !dryRun, cfg.RepoLockWait(), logf)
+		if err != nil {
+			return configFailure(err)
+		}
+		defer unlock()
+		return fn(lctx, cfg, r)
+	})
 }

@@ -11,7 +11,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/internal/version"
 	"github.com/urfave/cli/v2"
 )
 
@@ -69,7 +69,7 @@ func newApp() *cli.App {
 	app := &cli.App{
 		Name:    "haul",
 		Usage:   "pull consistent backups of a VPS into a restic repository, restore and rebuild it",
-		Version: backup.Version,
+		Version: version.Version,
 		Flags:   globalFlags,
 		Commands: []*cli.Command{
 			cmdInit,
@@ -138,6 +138,7 @@ func globalString(c *cli.Context, name string) string {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
+	resetRepeatable(app.Commands)
 	err := app.RunContext(ctx, args)
 	if err == nil {
 		return exitOK
@@ -152,4 +153,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func main() {
 	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
+}
+
+// resetRepeatable empties the repeatable pattern flags, whose values live
+// in the (package-level) flag, so one run's patterns never reach the next
+// in the same process.
+func resetRepeatable(cmds []*cli.Command) {
+	for _, c := range cmds {
+		for _, f := range c.Flags {
+			if g, ok := f.(*cli.GenericFlag); ok {
+				if p, ok := g.Value.(*patternList); ok {
+					*p = nil
+				}
+			}
+		}
+		resetRepeatable(c.Subcommands)
+	}
 }

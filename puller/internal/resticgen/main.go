@@ -4,7 +4,8 @@
 // restic keeps its repository code under internal/, so it cannot be imported
 // from another module. Instead of forking it, haul generates a private copy at
 // build time: only the packages reachable from the roots below, without tests
-// or test helpers, with imports rewritten and restic's LICENSE kept. The copy
+// or test helpers (but for the hooks in testHooks), with imports rewritten
+// and restic's LICENSE kept. The copy
 // is gitignored; go.mod and go.sum pin and checksum its source.
 //
 // Run it through `go generate ./...` from the repository root.
@@ -14,8 +15,10 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"go/ast"
 	"go/format"
 	"go/parser"
+	"go/printer"
 	"go/token"
 	"log"
 	"os"
@@ -30,6 +33,18 @@ const (
 	resticModule = "github.com/restic/restic"
 	resticPrefix = resticModule + "/internal/"
 )
+
+// testHooks are declarations kept from restic's test helpers (the files
+// sourceFiles leaves out), by package: haul's tests call them too. Each is
+// written, with what it uses from the same file, to testhooks.go.
+var testHooks = map[string]struct {
+	file  string
+	decls []string
+}{
+	// Low-cost scrypt parameters for repositories tests create: opening
+	// one then costs microseconds instead of restic's calibrated ~0.5s.
+	"repository": {file: "testing.go", decls: []string{"TestUseLowSecurityKDFParameters", "logger", "paramsOnce"}},
+}
 
 // roots are the restic packages haul uses directly; everything they import
 // from restic's internal tree is copied too.
@@ -102,6 +117,24 @@ func main() {
 				body = formatted
 			}
 			if err := os.WriteFile(filepath.Join(dst, name), append([]byte(header), body...), 0o644); err != nil {
+				log.Fatal(err)
+			}
+			files++
+		}
+		if hook, ok := testHooks[p]; ok {
+			src, err := os.ReadFile(filepath.Join(dir, "internal", p, hook.file))
+			if err != nil {
+				log.Fatal(err)
+			}
+			body, err := extract(src, hook.decls)
+			if err != nil {
+				log.Fatalf("%s/%s: %v", p, hook.file, err)
+			}
+			body = rewrite(body, *importPrefix)
+			if formatted, err := format.Source(body); err == nil {
+				body = formatted
+			}
+			if err := os.WriteFile(filepath.Join(dst, "testhooks.go"), append([]byte(header), body...), 0o644); err != nil {
 				log.Fatal(err)
 			}
 			files++
@@ -225,4 +258,74 @@ func rewrite(src []byte, importPrefix string) []byte {
 		out.Write(line)
 	}
 	return out.Bytes()
+}
+
+// extract returns a Go file of src's package holding only the named
+// top-level declarations and the imports they use.
+func extract(src []byte, names []string) ([]byte, error) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "", src, parser.ParseComments)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	var decls bytes.Buffer
+	used := map[string]bool{} // package names the kept declarations use
+	for _, d := range f.Decls {
+		var name string
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			name = d.Name.Name
+		case *ast.GenDecl:
+			if d.Tok == token.IMPORT || len(d.Specs) != 1 {
+				continue
+			}
+			switch s := d.Specs[0].(type) {
+			case *ast.TypeSpec:
+				name = s.Name.Name
+			case *ast.ValueSpec:
+				if len(s.Names) == 1 {
+					name = s.Names[0].Name
+				}
+			}
+		}
+		if !want[name] {
+			continue
+		}
+		delete(want, name)
+		ast.Inspect(d, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok {
+				if id, ok := sel.X.(*ast.Ident); ok {
+					used[id.Name] = true
+				}
+			}
+			return true
+		})
+		decls.WriteString("\n")
+		if err := printer.Fprint(&decls, fset, &printer.CommentedNode{Node: d, Comments: f.Comments}); err != nil {
+			return nil, err
+		}
+		decls.WriteString("\n")
+	}
+	if len(want) > 0 {
+		return nil, fmt.Errorf("declarations not found: %v", want)
+	}
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "package %s\n\nimport (\n", f.Name.Name)
+	for _, imp := range f.Imports {
+		path, _ := strconv.Unquote(imp.Path.Value)
+		name := path[strings.LastIndex(path, "/")+1:]
+		if imp.Name != nil {
+			name = imp.Name.Name
+		}
+		if used[name] {
+			fmt.Fprintf(&out, "\t%s\n", imp.Path.Value)
+		}
+	}
+	out.WriteString(")\n")
+	out.Write(decls.Bytes())
+	return out.Bytes(), nil
 }
