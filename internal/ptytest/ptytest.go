@@ -76,4 +76,3 @@ func (p *PTY) Output() string {
 	defer p.mu.Unlock()
 	return p.buf.String()
 }
-
