@@ -52,6 +52,28 @@ func TestBackupProgressOnATerminal(t *testing.T) {
 		t.Errorf("no summary on the terminal:\n%q", screen)
 	}
 
+	// restore --target on the terminal: restic's restorer counts, shown
+	// with the same line.
+	pty = ptytest.Open(t)
+	cmd = exec.CommandContext(ctx, e.Haul, "--config", e.Config, "restore", "--host", "vps", "--target", filepath.Join(e.Dir, "restored"))
+	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
+	clitest.Must(t, cmd.Start())
+	err = cmd.Wait()
+	pty.CloseSlave()
+	screen = pty.Output()
+	if err != nil {
+		t.Fatalf("restore: %v\n%s", err, screen)
+	}
+	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
+		t.Logf("restore screen:\n%s", screen)
+	}
+	if re := `vps: (restore|verify) \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% \d+/\d+ files`; !regexp.MustCompile(re).MatchString(screen) {
+		t.Errorf("restore screen lacks %s:\n%q", re, screen)
+	}
+	if !regexp.MustCompile(`\x1b\[K\r?\n?restored snapshot [0-9a-f]{8} to `).MatchString(screen) {
+		t.Errorf("restore result not printed on a cleared line:\n%q", screen)
+	}
+
 	clitest.WriteRandom(t, filepath.Join(data, "big"), 8<<20)
 	for _, args := range [][]string{{"backup"}, {"backup", "--quiet"}} {
 		r := e.MustHaul(args...)
