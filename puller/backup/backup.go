@@ -41,7 +41,25 @@ type Options struct {
 	// Limits bound the run's memory, storage and time (zero fields: the
 	// defaults).
 	Limits Limits
+	// Progress receives the phases and their counts (nil: none).
+	Progress Progress
 }
+
+// Progress follows a backup for a live display (runlog.Host).
+type Progress interface {
+	// Phase names the step: "pre-sync+freeze" (the agent's mirror sync
+	// and freeze, one request), "manifest", "transfer", "snapshot".
+	Phase(name string)
+	// Counts reports the phase's bytes and files done of their totals
+	// (negative: not known yet; the totals are known once the manifest
+	// has streamed).
+	Counts(doneBytes, totalBytes, doneFiles, totalFiles int64)
+}
+
+type noProgress struct{}
+
+func (noProgress) Phase(string)                      {}
+func (noProgress) Counts(int64, int64, int64, int64) {}
 
 // Result summarises a pull.
 type Result struct {
@@ -283,6 +301,20 @@ type session struct {
 	bytesNew atomic.Int64
 	treesNew int64
 	filesNew int64
+
+	prog         Progress
+	wantBytes    int64 // bytes of the chunks asked for
+	manifestDone bool
+}
+
+// counts reports the transfer: chunk bytes received of those asked for,
+// files of the manifest; totals only once the manifest has ended.
+func (s *session) counts() {
+	if s.manifestDone {
+		s.prog.Counts(s.res.ChunkBytes, s.wantBytes, s.files, s.res.Manifest.Files)
+	} else {
+		s.prog.Counts(s.res.ChunkBytes, -1, s.files, -1)
+	}
 }
 
 func (s *session) run(ctx context.Context) error {
@@ -305,6 +337,11 @@ func (s *session) run(ctx context.Context) error {
 		return fmt.Errorf("host %s has exclude patterns but its agent (%s) cannot apply them: upgrade haul-agent on the host, or remove exclude from the host's config", s.opts.Host, s.res.Agent)
 	}
 
+	s.prog = s.opts.Progress
+	if s.prog == nil {
+		s.prog = noProgress{}
+	}
+	s.prog.Phase("pre-sync+freeze")
 	t := time.Now()
 	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
 		return err
@@ -325,6 +362,7 @@ func (s *session) run(ctx context.Context) error {
 		s.logf("%s: warning: agent: %s", s.opts.Host, w)
 	}
 
+	s.prog.Phase("manifest")
 	t = time.Now()
 	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
 		return err
@@ -369,6 +407,9 @@ func (s *session) run(ctx context.Context) error {
 				return err
 			}
 			manifestDone = true
+			s.manifestDone = true
+			s.prog.Phase("transfer")
+			s.counts()
 		case proto.TChunk:
 			if err := s.chunk(ctx, dec, payload); err != nil {
 				return err
@@ -392,6 +433,7 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}
 	s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
+	s.prog.Phase("snapshot")
 
 	root := s.stack[0].builder
 	buf := root.finish()
@@ -452,6 +494,7 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 				return err
 			}
 			if want {
+				s.wantBytes += int64(c.Length)
 				s.requested[c.ID] = c.Length
 				s.outstanding++
 				s.pending = append(s.pending, c.ID)
@@ -463,6 +506,7 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 		}
 		s.files++
 		s.bytes += int64(n.Size) // the sum of its chunks' lengths, each checked
+		s.counts()
 		// Send wants per file, so the agent starts sending while it walks.
 		if err := s.flushWants(); err != nil {
 			return err
@@ -626,6 +670,7 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 		delete(s.requested, c.ID)
 		s.outstanding--
 		s.res.ChunkBytes += int64(len(plain))
+		s.counts()
 		s.recv.add(c.ID)
 		if _, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(c.ID)); ok {
 			return nil
@@ -656,6 +701,7 @@ func (s *session) store(ctx context.Context, id proto.ID, plain []byte) error {
 			return err
 		}
 	}
+	s.counts()
 	s.saves.Add(1)
 	s.up.SaveBlobAsync(ctx, restic.DataBlob, plain, restic.ID(id), false, func(_ restic.ID, known bool, size int, err error) {
 		defer s.saves.Done()

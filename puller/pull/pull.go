@@ -78,7 +78,9 @@ func Host(ctx context.Context, cfg *config.Config, h *config.Host, opts HostOpti
 	}
 	phase := func(string) {}
 	conn := Connecter(h, false)
+	var progress backup.Progress
 	if opts.Progress != nil {
+		progress = opts.Progress
 		phase = opts.Progress.Phase
 		conn = countingConnecter{conn, opts.Progress}
 	}
@@ -100,12 +102,12 @@ func Host(ctx context.Context, cfg *config.Config, h *config.Host, opts HostOpti
 		return res, err
 	}
 	defer unlock()
-	phase("pulling")
+	phase("connecting")
 	logf("%s: pulling", h.Name)
 	res, err = backup.Run(lctx, r, conn, backup.Options{
 		Host: h.Name, Tags: append(append([]string(nil), h.Tags...), opts.Tags...), CacheDir: cfg.CacheDir, Logf: logf,
-		Exclude: h.Exclude,
-		Limits:  cfg.BackupLimits(h),
+		Exclude: h.Exclude, Progress: progress,
+		Limits: cfg.BackupLimits(h),
 	})
 	if err == nil {
 		logf("%s: snapshot %s saved", h.Name, res.SnapshotID[:8])

@@ -6,9 +6,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/internal/restic/restorer"
+	"github.com/haulproject/haul/puller/internal/restic/ui/progress"
+	restoreui "github.com/haulproject/haul/puller/internal/restic/ui/restore"
 	"github.com/haulproject/haul/puller/repo"
 )
 
@@ -32,7 +35,30 @@ type LocalOptions struct {
 	AllowSpecial bool
 	// Warn receives warnings; nil discards them.
 	Warn func(string)
+	// Progress follows the restore ("restore", then "verify") with bytes
+	// and files done of their totals, as restic's restorer counts them
+	// (nil: none).
+	Progress Progress
 }
+
+// Progress follows a restore for a live display (runlog.Host).
+type Progress interface {
+	Phase(name string)
+	Counts(doneBytes, totalBytes, doneFiles, totalFiles int64)
+}
+
+// progressPrinter feeds restic's restore progress to a Progress.
+type progressPrinter struct {
+	*progress.NoopPrinter
+	p Progress
+}
+
+func (pp progressPrinter) Update(s restoreui.State, _ time.Duration) {
+	pp.p.Counts(int64(s.AllBytesWritten+s.AllBytesSkipped), int64(s.AllBytesTotal), int64(s.FilesFinished+s.FilesSkipped), int64(s.FilesTotal))
+}
+func (pp progressPrinter) Error(string, error) error                         { return nil }
+func (pp progressPrinter) CompleteItem(restoreui.ItemAction, string, uint64) {}
+func (pp progressPrinter) Finish(s restoreui.State, d time.Duration)         { pp.Update(s, d) }
 
 // Local restores sn into target with restic's restorer, then verifies every
 // restored file's content against the snapshot.
@@ -55,7 +81,12 @@ func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, 
 			loader = specialFilter{Repository: r.Repository}
 		}
 	}
-	res := restorer.NewRestorer(loader, sn.Snapshot, restorer.Options{Overwrite: restorer.OverwriteAlways})
+	ropts := restorer.Options{Overwrite: restorer.OverwriteAlways}
+	if opts.Progress != nil {
+		opts.Progress.Phase("restore")
+		ropts.Progress = restoreui.NewProgress(progressPrinter{NoopPrinter: &progress.NoopPrinter{}, p: opts.Progress}, 250*time.Millisecond)
+	}
+	res := restorer.NewRestorer(loader, sn.Snapshot, ropts)
 	var warnings []string
 	res.Warn = func(msg string) {
 		warnings = append(warnings, msg)
@@ -69,6 +100,10 @@ func Local(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, target string, 
 	n, err := res.RestoreTo(ctx, target)
 	if err != nil {
 		return nil, fmt.Errorf("restore snapshot %s to %s: %w", sn.ID.Str(), target, err)
+	}
+	if ropts.Progress != nil {
+		ropts.Progress.Finish()
+		opts.Progress.Phase("verify")
 	}
 	verified, err := res.VerifyFiles(ctx, target, n, nil)
 	if err != nil {

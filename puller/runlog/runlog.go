@@ -114,15 +114,61 @@ type Host struct {
 	Name   string
 	tail   *Tail
 	start  time.Time
-	bytes  atomic.Int64
+	bytes  atomic.Int64 // wire bytes received
 	phase  atomic.Value // string
 	finish atomic.Bool
+
+	// What the phase moves, when known: done of total bytes and files.
+	// total < 0: not known yet (the manifest is still streaming).
+	doneBytes, totalBytes atomic.Int64
+	doneFiles, totalFiles atomic.Int64
+	phaseStart            atomic.Int64 // unix ns
+
+	rate rateWindow // guarded by log.mu
+}
+
+// rateWindow is a moving-window rate: the bytes done over the last
+// window, not the average since the start (which hides a stall and
+// understates a transfer that started after a long pre-sync).
+type rateWindow struct {
+	samples []sample
+}
+
+type sample struct {
+	at   time.Time
+	done int64
+}
+
+// rateWindowLen is how far back the rate looks.
+const rateWindowLen = 10 * time.Second
+
+func (w *rateWindow) add(at time.Time, done int64) {
+	w.samples = append(w.samples, sample{at, done})
+	for len(w.samples) > 2 && at.Sub(w.samples[0].at) > rateWindowLen {
+		w.samples = w.samples[1:]
+	}
+}
+
+// perSecond is the rate over the window, 0 until it spans 1 s.
+func (w *rateWindow) perSecond() float64 {
+	if len(w.samples) < 2 {
+		return 0
+	}
+	a, b := w.samples[0], w.samples[len(w.samples)-1]
+	dt := b.at.Sub(a.at).Seconds()
+	if dt < 1 {
+		return 0
+	}
+	return float64(b.done-a.done) / dt
 }
 
 // Host starts tracking a host.
 func (l *Log) Host(name string) *Host {
 	h := &Host{log: l, Name: name, tail: NewTail(100, 8<<10), start: time.Now()}
 	h.phase.Store("waiting")
+	h.phaseStart.Store(h.start.UnixNano())
+	h.totalBytes.Store(-1)
+	h.totalFiles.Store(-1)
 	l.mu.Lock()
 	l.hosts = append(l.hosts, h)
 	l.mu.Unlock()
@@ -138,8 +184,28 @@ func (h *Host) Errorf(format string, args ...any) { h.log.event(h, true, format,
 // Tail returns the last lines logged for this host.
 func (h *Host) Tail() string { return h.tail.String() }
 
-// Phase sets what the progress line shows for the host.
-func (h *Host) Phase(p string) { h.phase.Store(p) }
+// Phase sets what the progress line shows for the host; the counts of the
+// previous phase are dropped.
+func (h *Host) Phase(p string) {
+	h.phase.Store(p)
+	h.phaseStart.Store(time.Now().UnixNano())
+	h.doneBytes.Store(0)
+	h.doneFiles.Store(0)
+	h.totalBytes.Store(-1)
+	h.totalFiles.Store(-1)
+	h.log.mu.Lock()
+	h.rate = rateWindow{}
+	h.log.mu.Unlock()
+}
+
+// Counts reports the phase's progress: bytes and files done, and their
+// totals (negative: not known yet).
+func (h *Host) Counts(doneBytes, totalBytes, doneFiles, totalFiles int64) {
+	h.doneBytes.Store(doneBytes)
+	h.totalBytes.Store(totalBytes)
+	h.doneFiles.Store(doneFiles)
+	h.totalFiles.Store(totalFiles)
+}
 
 // AddBytes counts bytes received for the progress line.
 func (h *Host) AddBytes(n int) { h.bytes.Add(int64(n)) }
@@ -177,12 +243,7 @@ func (l *Log) drawBar() {
 			continue
 		}
 		active++
-		el := time.Since(h.start).Seconds()
-		rate := ""
-		if b := h.bytes.Load(); b > 0 && el > 0 {
-			rate = fmt.Sprintf(" %s %s/s", HumanBytes(b), HumanBytes(int64(float64(b)/el)))
-		}
-		parts = append(parts, fmt.Sprintf("%s: %s%s", h.Name, h.phase.Load(), rate))
+		parts = append(parts, h.line(time.Now()))
 	}
 	if active == 0 {
 		l.clearBar()
@@ -194,6 +255,59 @@ func (l *Log) drawBar() {
 	line := fmt.Sprintf("%s [%d/%d done] %s", spin, done, len(l.hosts), strings.Join(parts, " | "))
 	fmt.Fprint(l.bar, "\r\033[K"+line)
 	l.drawn = true
+}
+
+// line is the host's part of the progress line; log.mu is held.
+func (h *Host) line(now time.Time) string {
+	phase := h.phase.Load().(string)
+	elapsed := now.Sub(time.Unix(0, h.phaseStart.Load()))
+	done, total := h.doneBytes.Load(), h.totalBytes.Load()
+	files, totalFiles := h.doneFiles.Load(), h.totalFiles.Load()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s %s", h.Name, phase, Clock(elapsed))
+	if done == 0 && total < 0 && files == 0 && totalFiles < 0 {
+		// Nothing counted yet: phase and elapsed, and the bytes the
+		// connection has carried, which says it is alive.
+		if w := h.bytes.Load(); w > 0 {
+			fmt.Fprintf(&b, " wire %s", HumanBytes(w))
+		}
+		return b.String()
+	}
+	h.rate.add(now, done)
+	if total >= 0 {
+		pct := 100.0
+		if total > 0 {
+			pct = 100 * float64(done) / float64(total)
+		}
+		fmt.Fprintf(&b, " %s/%s %.0f%%", HumanBytes(done), HumanBytes(total), pct)
+	} else {
+		fmt.Fprintf(&b, " %s", HumanBytes(done))
+	}
+	if totalFiles >= 0 {
+		fmt.Fprintf(&b, " %d/%d files", files, totalFiles)
+	} else if files > 0 {
+		fmt.Fprintf(&b, " %d files", files)
+	}
+	rate := h.rate.perSecond()
+	if rate > 0 {
+		fmt.Fprintf(&b, " %s/s", HumanBytes(int64(rate)))
+	}
+	if total >= 0 && rate > 0 && done < total {
+		fmt.Fprintf(&b, " ETA %s", Clock(time.Duration(float64(total-done)/rate*float64(time.Second))))
+	}
+	return b.String()
+}
+
+// Clock formats d as m:ss or h:mm:ss.
+func Clock(d time.Duration) string {
+	s := int64(d.Round(time.Second) / time.Second)
+	if s < 0 {
+		s = 0
+	}
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
 func (l *Log) clearBar() {

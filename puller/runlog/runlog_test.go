@@ -82,7 +82,7 @@ func TestProgressLineOnlyWhenAsked(t *testing.T) {
 	l.Close()
 	l.Close() // callers close explicitly and in a defer
 	out := bar.String()
-	if !strings.Contains(out, "\r\033[K") || !strings.Contains(out, "vps1: pulling 3.0 MiB") || !strings.Contains(out, "[0/1 done]") {
+	if !strings.Contains(out, "\r\033[K") || !regexp.MustCompile(`vps1: pulling 0:0\d wire 3\.0 MiB`).MatchString(out) || !strings.Contains(out, "[0/1 done]") {
 		t.Fatalf("progress output: %q", out)
 	}
 	if !strings.HasSuffix(out, "\r\033[K") {

@@ -94,16 +94,16 @@ func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {
 }
 
 // newRunLog makes the run's log: events on stderr (none with --json,
-// failures only with --quiet), a live progress line when stdout is a
-// terminal.
+// failures only with --quiet), a live progress line on stderr when it is a
+// terminal (never with --json or --quiet).
 func newRunLog(c *cli.Context) *runlog.Log {
 	jsonOut, quiet := c.Bool("json"), c.Bool("quiet")
 	opts := runlog.Options{Events: c.App.ErrWriter, Quiet: quiet}
 	if jsonOut {
 		opts.Events = nil
 	}
-	if !jsonOut && !quiet && runlog.IsTerminal(c.App.Writer) {
-		opts.Progress = c.App.Writer
+	if !jsonOut && !quiet && runlog.IsTerminal(c.App.ErrWriter) {
+		opts.Progress = c.App.ErrWriter
 	}
 	return runlog.New(opts)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/restore"
+	"github.com/haulproject/haul/puller/runlog"
 	"github.com/urfave/cli/v2"
 )
 
@@ -200,7 +201,19 @@ func restoreLocal(c *cli.Context, cfg *config.Config) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	res, err := restore.Local(ctx, r, sn, c.String("target"), restore.LocalOptions{Select: sel, AllowSpecial: c.Bool("allow-special"), Warn: warn})
+	stop := func() {}
+	defer func() { stop() }()
+	lo := restore.LocalOptions{Select: sel, AllowSpecial: c.Bool("allow-special"), Warn: warn}
+	if !c.Bool("json") && runlog.IsTerminal(c.App.ErrWriter) {
+		// A progress line on the terminal; warnings go between its
+		// redraws.
+		l := runlog.New(runlog.Options{Events: c.App.ErrWriter, Progress: c.App.ErrWriter})
+		h := l.Host(sn.Hostname)
+		lo.Progress, lo.Warn = h, func(msg string) { h.Logf("warning: %s", msg) }
+		stop = func() { h.Done(); l.Close() }
+	}
+	res, err := restore.Local(ctx, r, sn, c.String("target"), lo)
+	stop() // the progress line is cleared before the result is printed
 	if err != nil {
 		return hostFailure(err)
 	}

@@ -58,11 +58,11 @@ func runTrueNASCronInstall(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	var cfgPath string // the subcommand's own --config, else the global one
-	for _, ctx := range c.Lineage() {
-		if cfgPath = ctx.String("config"); cfgPath != "" {
-			break
-		}
+	// The subcommand's own --config, else the global one wherever it was
+	// given, else the global default.
+	cfgPath := globalString(c, "config")
+	if cfgPath == "" {
+		cfgPath = configFlag.Value
 	}
 	if cfgPath == "" {
 		return configFailure(fmt.Errorf("--config: give the haul config's path on the NAS"))

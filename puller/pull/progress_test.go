@@ -1,0 +1,84 @@
+package pull_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haulproject/haul/internal/ptytest"
+	"github.com/haulproject/haul/puller/internal/clitest"
+)
+
+// TestBackupProgressOnATerminal runs the real haul backup (through the
+// real haul-agent) with stderr on a real pseudo-terminal: the screen shows
+// the phases, and during the transfer bytes done of the total, percent and
+// files. With stderr not a terminal, and with --quiet, there is none of it.
+func TestBackupProgressOnATerminal(t *testing.T) {
+	e := clitest.New(t)
+	data := filepath.Join(e.Dir, "data")
+	clitest.Must(t, os.MkdirAll(data, 0o755))
+	clitest.WriteRandom(t, filepath.Join(data, "big"), 128<<20)
+	e.WriteConfig("[[hosts]]\nname = \"vps\"\ncommand = " + e.AgentCommand("vps", data) + "\n")
+
+	pty := ptytest.Open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.Haul, "--config", e.Config, "backup")
+	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
+	clitest.Must(t, cmd.Start())
+	err := cmd.Wait()
+	pty.CloseSlave()
+	screen := pty.Output()
+	if err != nil {
+		t.Fatalf("backup: %v\n%s", err, screen)
+	}
+	for _, re := range []string{
+		`\r\x1b\[K. \[0/1 done\] vps: (connecting|pre-sync\+freeze) \d:\d\d`,
+		`vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% 1/1 files`,
+	} {
+		if !regexp.MustCompile(re).MatchString(screen) {
+			t.Errorf("terminal screen lacks %s:\n%q", re, screen)
+		}
+	}
+	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
+		t.Logf("screen:\n%s", screen)
+	}
+	if !strings.Contains(screen, "snapshot") {
+		t.Errorf("no summary on the terminal:\n%q", screen)
+	}
+
+	// restore --target on the terminal: restic's restorer counts, shown
+	// with the same line.
+	pty = ptytest.Open(t)
+	cmd = exec.CommandContext(ctx, e.Haul, "--config", e.Config, "restore", "--host", "vps", "--target", filepath.Join(e.Dir, "restored"))
+	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
+	clitest.Must(t, cmd.Start())
+	err = cmd.Wait()
+	pty.CloseSlave()
+	screen = pty.Output()
+	if err != nil {
+		t.Fatalf("restore: %v\n%s", err, screen)
+	}
+	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
+		t.Logf("restore screen:\n%s", screen)
+	}
+	if re := `vps: (restore|verify) \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% \d+/\d+ files`; !regexp.MustCompile(re).MatchString(screen) {
+		t.Errorf("restore screen lacks %s:\n%q", re, screen)
+	}
+	if !regexp.MustCompile(`\x1b\[K\r?\n?restored snapshot [0-9a-f]{8} to `).MatchString(screen) {
+		t.Errorf("restore result not printed on a cleared line:\n%q", screen)
+	}
+
+	clitest.WriteRandom(t, filepath.Join(data, "big"), 8<<20)
+	for _, args := range [][]string{{"backup"}, {"backup", "--quiet"}} {
+		r := e.MustHaul(args...)
+		if strings.ContainsAny(r.Stderr+r.Stdout, "\r\x1b") || strings.Contains(r.Stderr, "%") {
+			t.Errorf("haul %v with stderr not a terminal prints progress:\n%q", args, r.Stderr)
+		}
+	}
+}
