@@ -341,7 +341,7 @@ func (rb *rebuilder) plan() []string {
 		add(PhaseFinalBackup, "pull a last snapshot of %s if the old server answers", h.Name)
 	}
 	if srv != nil {
-		add(PhaseTofu, "in %s: %s, which DESTROYS server %s (id %d) and installs a new one with the kept host key", s.TofuDir, tofuCommandLine(rb.tofuArgs()), s.Server, srv.ID)
+		add(PhaseTofu, "in %s: %s, which DESTROYS server %s (id %d) once its plan shows Hetzner can create the new server, and installs that one with the kept host key", s.TofuDir, tofuCommandLine(rb.tofuArgs()), s.Server, srv.ID)
 	} else {
 		add(PhaseTofu, "in %s: %s, which creates server %s and installs it with the kept host key", s.TofuDir, tofuCommandLine(rb.tofuArgs()), s.Server)
 	}

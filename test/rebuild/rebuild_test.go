@@ -433,6 +433,9 @@ func TestRebuildWaitsForThePinnedKey(t *testing.T) {
 		t.Fatal("haul restored onto a server whose host key is not the pinned one")
 	}
 
+	// The kept key is up now: a generous wait, so a loaded machine does
+	// not turn this run into a third timeout.
+	w.set("ssh_timeout", "30s")
 	w.startNew(w.pendingKey)
 	third := w.haulRun("rebuild", "--host", hostName, "--yes")
 	if third.code != 0 {
