@@ -10,7 +10,7 @@ GOTESTFLAGS ?=
 # How long each Fuzz target runs in `make fuzz` (part of `make test`).
 FUZZTIME ?= 20s
 
-.PHONY: all generate build man restic test test-short fuzz vet fmt
+.PHONY: all generate build man restic rest-server test test-short fuzz vet fmt
 
 all: build
 
@@ -35,6 +35,14 @@ restic: bin/restic
 bin/restic: go.mod go.sum
 	mkdir -p bin
 	$(GO) build -o bin/restic github.com/restic/restic/cmd/restic
+
+# restic's rest-server, pinned the same way: haul copy's tests run it
+# --append-only on loopback.
+rest-server: bin/rest-server
+
+bin/rest-server: go.mod go.sum
+	mkdir -p bin
+	$(GO) build -o bin/rest-server github.com/restic/rest-server/cmd/rest-server
 
 # Every package, unit and integration, under the race detector.
 test: generate

@@ -86,6 +86,7 @@ func newApp() *cli.App {
 			cmdCheck,
 			cmdCheckConfig,
 			cmdConfig,
+			cmdCopy,
 			cmdStatus,
 			cmdTrueNAS,
 			cmdDemo,
