@@ -87,6 +87,7 @@ func newApp() *cli.App {
 			cmdCheckConfig,
 			cmdConfig,
 			cmdCopy,
+			cmdDrill,
 			cmdStatus,
 			cmdTrueNAS,
 			cmdDemo,
