@@ -245,6 +245,12 @@ func LoadWith(path string, o Overrides) (*Config, error) {
 		if ov.v == "" {
 			continue
 		}
+		if ov.dst == &c.Repository {
+			// Before Abs, which would turn rest:http://… into a path.
+			if err := checkLocalRepository(&ov.v); err != nil {
+				return nil, fmt.Errorf("--repo/HAUL_REPOSITORY: %w", err)
+			}
+		}
 		a, err := filepath.Abs(ov.v)
 		if err != nil {
 			return nil, err
