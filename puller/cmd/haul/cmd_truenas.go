@@ -58,12 +58,7 @@ func runTrueNASCronInstall(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	var cfgPath string // the subcommand's own --config, else the global one
-	for _, ctx := range c.Lineage() {
-		if cfgPath = ctx.String("config"); cfgPath != "" {
-			break
-		}
-	}
+	cfgPath := globalString(c, "config") // the subcommand's own --config, else the global one
 	if cfgPath == "" {
 		return configFailure(fmt.Errorf("--config: give the haul config's path on the NAS"))
 	}
