@@ -37,7 +37,24 @@ func missing(t testing.TB, tool, installHint string) {
 		t.Fatalf("%s (CI is set, so this test must not be skipped)", msg)
 		return
 	}
+	reportSkip(t, tool, installHint)
 	t.Skipf("%s (skipping; with CI set this is a failure)", msg)
+}
+
+// reportSkip appends "tool<TAB>hint<TAB>test" to $HAUL_SKIP_REPORT, so
+// `make test` can say loudly how many integration tests did not run and
+// why, instead of a quiet "ok".
+func reportSkip(t testing.TB, tool, installHint string) {
+	path := os.Getenv("HAUL_SKIP_REPORT")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s\t%s\t%s\n", tool, installHint, t.Name())
 }
 
 // lookTool finds a command on PATH, in the sbin directories (not always on a

@@ -26,7 +26,7 @@ let
     # (go test ./nixos/ -run VendorHash) recomputes it and fails when
     # go.mod/go.sum changed without it. One hash serves both packages:
     # same go.mod, same module download.
-    vendorHash = "sha256-NAab80uK0ijMaEFCzjlgkr4EDOMCeFaQ9AszheKOmAs=";
+    vendorHash = "sha256-PFnzq2c9/N6GFbBh/Xt372zMhJGiaLAXCpYp3Mk6wCQ=";
 
     # proxyVendor keeps a Go module cache (not a vendor/ tree) as the
     # fixed-output derivation. The puller needs it: `go generate` copies

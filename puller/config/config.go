@@ -250,6 +250,12 @@ func LoadWith(path string, o Overrides) (*Config, error) {
 		if ov.v == "" {
 			continue
 		}
+		if ov.dst == &c.Repository {
+			// Before Abs, which would turn rest:http://… into a path.
+			if err := checkLocalRepository(&ov.v); err != nil {
+				return nil, fmt.Errorf("--repo/HAUL_REPOSITORY: %w", err)
+			}
+		}
 		a, err := filepath.Abs(ov.v)
 		if err != nil {
 			return nil, err
@@ -286,6 +292,9 @@ func (c *Config) validate(base string) error {
 	}
 	if c.PasswordFile == "" {
 		return fmt.Errorf("password_file is not set")
+	}
+	if err := checkLocalRepository(&c.Repository); err != nil {
+		return err
 	}
 	c.Repository = abs(base, c.Repository)
 	c.PasswordFile = abs(base, c.PasswordFile)
@@ -400,4 +409,29 @@ func (c *Config) Password() (string, error) {
 		return "", fmt.Errorf("password_file %s is empty", c.PasswordFile)
 	}
 	return pw, nil
+}
+
+// resticSchemes are restic's backend URL schemes other than local.
+var resticSchemes = []string{"rest", "s3", "sftp", "b2", "azure", "gs", "swift", "rclone"}
+
+// checkLocalRepository accepts a local path (restic's "local:" prefix is
+// dropped) and refuses a restic backend URL with a clear error, instead of
+// creating a local directory named "rest:http:".
+func checkLocalRepository(repo *string) error {
+	if p, ok := strings.CutPrefix(*repo, "local:"); ok {
+		*repo = p
+		return nil
+	}
+	scheme, _, ok := strings.Cut(*repo, ":")
+	if !ok {
+		return nil
+	}
+	for _, s := range resticSchemes {
+		if scheme == s {
+			// (not echoed: the URL may hold a password)
+			return fmt.Errorf("repository is a restic %q backend URL; haul's repository must be a local path (it writes packs straight to disk): "+
+				"keep it on the NAS and send copies to that URL with `haul copy --to URL`", s+":")
+		}
+	}
+	return nil
 }

@@ -90,3 +90,20 @@ func TestPingURLErrorsDoNotEchoTheURL(t *testing.T) {
 		t.Fatalf("error %v must not contain the token", err)
 	}
 }
+
+// TestBackendURLOverride: a restic backend URL given as --repo or
+// HAUL_REPOSITORY is refused too, not made into a local path.
+func TestBackendURLOverride(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "haul.toml")
+	if err := os.WriteFile(p, []byte("repository = \"repo\"\npassword_file = \"pw\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadWith(p, Overrides{Repository: "rest:http://user:secret@127.0.0.1:8000/x"})
+	if err == nil || !strings.Contains(err.Error(), "haul copy") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("error %v", err)
+	}
+	c, err := LoadWith(p, Overrides{Repository: "local:/srv/repo"})
+	if err != nil || c.Repository != "/srv/repo" {
+		t.Fatalf("local: prefix: %v %v", c, err)
+	}
+}

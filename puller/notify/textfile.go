@@ -57,6 +57,30 @@ var metrics = []metric{
 		lastSuccess(func(r *status.Run) float64 { return float64(r.WireBytes) })},
 	{"haul_backup_last_success_added_bytes", "Bytes (packed) the repository grew by in the last successful backup of the host.",
 		lastSuccess(func(r *status.Run) float64 { return float64(r.BytesAdded) })},
+	{"haul_drill_last_run_timestamp_seconds", "When the last restore drill of the host finished (Unix time).",
+		func(st *status.HostState) (float64, bool) {
+			if st.LastDrill == nil {
+				return 0, false
+			}
+			return float64(st.LastDrill.Finished.UnixMilli()) / 1000, true
+		}},
+	{"haul_drill_last_run_success", "1 if the last restore drill of the host found nothing wrong, else 0.",
+		func(st *status.HostState) (float64, bool) {
+			if st.LastDrill == nil {
+				return 0, false
+			}
+			if st.LastDrill.OK {
+				return 1, true
+			}
+			return 0, true
+		}},
+	{"haul_drill_last_success_timestamp_seconds", "When the last good restore drill of the host finished (Unix time).",
+		func(st *status.HostState) (float64, bool) {
+			if st.LastGoodDrill == nil {
+				return 0, false
+			}
+			return float64(st.LastGoodDrill.Finished.UnixMilli()) / 1000, true
+		}},
 }
 
 func unix(r *status.Run) float64 { return float64(r.Finished.UnixMilli()) / 1000 }

@@ -34,6 +34,22 @@ type HostState struct {
 	Host        string `json:"host"`
 	LastRun     *Run   `json:"last_run"`
 	LastSuccess *Run   `json:"last_success"`
+	// LastDrill is the last `haul drill` of the host; LastGoodDrill the
+	// last one that found nothing wrong.
+	LastDrill     *Drill `json:"last_drill,omitempty"`
+	LastGoodDrill *Drill `json:"last_good_drill,omitempty"`
+}
+
+// Drill is one restore drill as `haul drill` records it.
+type Drill struct {
+	Finished   time.Time `json:"finished"`
+	OK         bool      `json:"ok"`
+	SnapshotID string    `json:"snapshot_id,omitempty"`
+	Files      int64     `json:"files"`
+	Bytes      int64     `json:"bytes"`
+	// Problems lists what the drill found wrong (empty when OK).
+	Problems   []string `json:"problems,omitempty"`
+	DurationMS float64  `json:"duration_ms"`
 }
 
 // StatePath is where a host's state lives.
@@ -79,4 +95,30 @@ func RecordRun(cacheDir, repoID, host string, run Run) (*HostState, error) {
 		return st, err
 	}
 	return st, atomicfile.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// RecordDrill stores a drill as the host's last drill (and last good one
+// when it found nothing wrong).
+func RecordDrill(cacheDir, repoID, host string, d Drill) (*HostState, error) {
+	st, err := LoadState(cacheDir, repoID, host)
+	if err != nil {
+		st = &HostState{Host: host}
+	}
+	st.LastDrill = &d
+	if d.OK {
+		st.LastGoodDrill = &d
+	}
+	return st, saveState(cacheDir, repoID, st)
+}
+
+func saveState(cacheDir, repoID string, st *HostState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := StatePath(cacheDir, repoID, st.Host)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }

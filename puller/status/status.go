@@ -23,8 +23,11 @@ type Report struct {
 	Version    int       `json:"version"`
 	Repository string    `json:"repository"`
 	Time       time.Time `json:"time"`
-	// OK is false when any host is stale.
+	// OK is false when any host is stale or its last drill failed.
 	OK bool `json:"ok"`
+	// DrillFailed names the hosts whose last restore drill found a
+	// problem (an empty list, never null).
+	DrillFailed []string `json:"drill_failed"`
 	// Stale names the stale hosts (an empty list, never null).
 	Stale []string `json:"stale"`
 	Hosts []Host   `json:"hosts"`
@@ -54,6 +57,10 @@ type Host struct {
 	LastError string `json:"last_error"`
 	// LastSuccess is the last run that wrote a snapshot.
 	LastSuccess *Run `json:"last_success"`
+	// LastDrill is the last restore drill (`haul drill`, null if none);
+	// LastGoodDrill the last that found nothing wrong.
+	LastDrill     *Drill `json:"last_drill"`
+	LastGoodDrill *Drill `json:"last_good_drill"`
 }
 
 // Newest describes a host's newest snapshot. Fields from restic's
@@ -86,7 +93,7 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 		byHost[sn.Hostname] = append(byHost[sn.Hostname], sn)
 	}
 	defAge, defSource, _ := defaultMaxAge(cacheDir)
-	rep := &Report{Version: FormatVersion, Repository: r.Path, Time: now, Stale: []string{}, Hosts: []Host{}}
+	rep := &Report{Version: FormatVersion, Repository: r.Path, Time: now, Stale: []string{}, DrillFailed: []string{}, Hosts: []Host{}}
 	for _, h := range hosts {
 		hs := Host{Host: h.Name, Snapshots: len(byHost[h.Name])}
 		maxAge, source := time.Duration(h.MaxAge), "config"
@@ -102,6 +109,7 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 			return nil, err
 		}
 		hs.LastRun, hs.LastSuccess = st.LastRun, st.LastSuccess
+		hs.LastDrill, hs.LastGoodDrill = st.LastDrill, st.LastGoodDrill
 		if hs.LastRun != nil && !hs.LastRun.OK {
 			hs.LastError = hs.LastRun.Error
 		}
@@ -115,9 +123,12 @@ func Build(ctx context.Context, r *repo.Repo, cacheDir string, hosts []*config.H
 		if hs.Stale {
 			rep.Stale = append(rep.Stale, h.Name)
 		}
+		if hs.LastDrill != nil && !hs.LastDrill.OK {
+			rep.DrillFailed = append(rep.DrillFailed, h.Name)
+		}
 		rep.Hosts = append(rep.Hosts, hs)
 	}
-	rep.OK = len(rep.Stale) == 0
+	rep.OK = len(rep.Stale) == 0 && len(rep.DrillFailed) == 0
 	return rep, nil
 }
 

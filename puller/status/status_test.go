@@ -16,8 +16,8 @@ import (
 // The documented JSON (docs/operations.md): a change here is a change of
 // a stable interface.
 var (
-	reportKeys = []string{"hosts", "ok", "repository", "stale", "time", "version"}
-	hostKeys   = []string{"host", "last_error", "last_run", "last_success", "max_age", "max_age_seconds", "max_age_source", "newest", "snapshots", "stale", "stale_reason"}
+	reportKeys = []string{"drill_failed", "hosts", "ok", "repository", "stale", "time", "version"}
+	hostKeys   = []string{"host", "last_error", "last_run", "last_success", "max_age", "max_age_seconds", "max_age_source", "last_drill", "last_good_drill", "newest", "snapshots", "stale", "stale_reason"}
 	newestKeys = []string{"age_seconds", "bytes", "bytes_added", "bytes_moved", "duration_ms", "files", "freeze_ms", "id", "paths", "short_id", "time"}
 	runKeys    = []string{"bytes", "bytes_added", "duration_ms", "files", "finished", "freeze_ms", "ok", "snapshot_id", "started", "wire_bytes"}
 )

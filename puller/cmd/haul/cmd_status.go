@@ -58,7 +58,10 @@ var cmdStatus = &cli.Command{
 						why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
 					}
 				}
-				return hostFailure(fmt.Errorf("stale: %s", strings.Join(why, "; ")))
+				for _, h := range rep.DrillFailed {
+					why = append(why, h+" (last restore drill failed)")
+				}
+				return hostFailure(fmt.Errorf("not ok: %s", strings.Join(why, "; ")))
 			}
 			return nil
 		})
@@ -109,6 +112,18 @@ func printStatus(w io.Writer, rep *status.Report) {
 		}
 		if h.Stale {
 			fmt.Fprintf(w, "%s: STALE: %s\n", h.Host, h.StaleReason)
+		}
+		if d := h.LastDrill; d != nil {
+			good := "never"
+			if h.LastGoodDrill != nil {
+				good = h.LastGoodDrill.Finished.Local().Format("2006-01-02 15:04")
+			}
+			if d.OK {
+				fmt.Fprintf(w, "%s: drill ok %s (snapshot %s, %d files read back)\n", h.Host, d.Finished.Local().Format("2006-01-02 15:04"), d.SnapshotID, d.Files)
+			} else {
+				fmt.Fprintf(w, "%s: drill FAILED %s (snapshot %s; last good drill: %s): %s\n", h.Host, d.Finished.Local().Format("2006-01-02 15:04"),
+					d.SnapshotID, good, strings.Join(d.Problems, "; "))
+			}
 		}
 	}
 }

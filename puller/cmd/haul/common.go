@@ -65,12 +65,33 @@ func withConfigRepo(c *cli.Context, cfg *config.Config, fn func(ctx context.Cont
 // lock: exclusive to change the repository, shared for a dry run, which
 // only reads. fn runs in the lock's context.
 func withLockedRepo(c *cli.Context, dryRun bool, logf func(string, ...any), fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
-	return withRepo(c, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
-		unlock, lctx, err := r.Lock(ctx, !dryRun, cfg.RepoLockWait(), logf)
-		if err != nil {
-			return configFailure(err)
-		}
-		defer unlock()
-		return fn(lctx, cfg, r)
-	})
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signalContext(c)
+	defer cancel()
+	r, unlock, lctx, err := openLocked(ctx, cfg, dryRun, logf)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return fn(lctx, cfg, r)
+}
+
+// openLocked opens the repository under restic's lock (shared when
+// readOnly, else exclusive), for commands that have their config and
+// context already; the returned func releases the lock and closes the
+// repository.
+func openLocked(ctx context.Context, cfg *config.Config, readOnly bool, logf func(string, ...any)) (*repo.Repo, func(), context.Context, error) {
+	r, err := openRepo(ctx, cfg)
+	if err != nil {
+		return nil, nil, ctx, err
+	}
+	unlock, lctx, err := r.Lock(ctx, !readOnly, cfg.RepoLockWait(), logf)
+	if err != nil {
+		r.Close()
+		return nil, nil, ctx, configFailure(err)
+	}
+	return r, func() { unlock(); r.Close() }, lctx, nil
 }

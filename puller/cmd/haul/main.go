@@ -86,6 +86,8 @@ func newApp() *cli.App {
 			cmdCheck,
 			cmdCheckConfig,
 			cmdConfig,
+			cmdCopy,
+			cmdDrill,
 			cmdStatus,
 			cmdTrueNAS,
 			cmdDemo,

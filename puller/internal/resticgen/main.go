@@ -49,7 +49,13 @@ var testHooks = map[string]struct {
 // roots are the restic packages haul uses directly; everything they import
 // from restic's internal tree is copied too.
 var roots = []string{
+	"backend/limiter",
 	"backend/local",
+	"backend/location",
+	// haul copy --to: the backends an off-site copy goes to, restic's own.
+	"backend/rest",
+	"backend/s3",
+	"backend/sftp",
 	"backend/retry",
 	"backend/sema",
 	"backend/cache",
