@@ -2,12 +2,12 @@
 # Manual edits may be lost in future updates.
 
 provider "registry.opentofu.org/hashicorp/external" {
-  version     = "2.4.0"
+  version     = "2.3.5"
   constraints = "~> 2.3"
 }
 
 provider "registry.opentofu.org/hashicorp/null" {
-  version     = "3.3.1"
+  version     = "3.2.4"
   constraints = "~> 3.2"
 }
 
