@@ -185,17 +185,22 @@ func (h *Host) Errorf(format string, args ...any) { h.log.event(h, true, format,
 func (h *Host) Tail() string { return h.tail.String() }
 
 // Phase sets what the progress line shows for the host; the counts of the
-// previous phase are dropped.
+// previous phase are dropped. A phase that counted something is drawn once
+// more as it ended first, so one that finishes between two ticks (a small
+// restore) still shows how far it got.
 func (h *Host) Phase(p string) {
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	if _, ok := h.phase.Load().(string); ok && (h.doneBytes.Load() > 0 || h.doneFiles.Load() > 0) {
+		h.log.drawBar()
+	}
 	h.phase.Store(p)
 	h.phaseStart.Store(time.Now().UnixNano())
 	h.doneBytes.Store(0)
 	h.doneFiles.Store(0)
 	h.totalBytes.Store(-1)
 	h.totalFiles.Store(-1)
-	h.log.mu.Lock()
 	h.rate = rateWindow{}
-	h.log.mu.Unlock()
 }
 
 // Counts reports the phase's progress: bytes and files done, and their
