@@ -54,7 +54,7 @@ bin/restic: go.mod go.sum
 # their SHA256SUMS. make release VERSION=v1.2.3 DIST=dir to override.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 DIST ?= dist
-RELEASE_LDFLAGS = -s -w -X github.com/haulproject/haul/puller/backup.Version=$(VERSION) -X github.com/haulproject/haul/agent.Version=$(VERSION)
+RELEASE_LDFLAGS = -s -w -X github.com/haulproject/haul/internal/version.Version=$(VERSION)
 
 release: generate
 	rm -rf $(DIST) && mkdir -p $(DIST)
