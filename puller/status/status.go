@@ -8,6 +8,7 @@ package status
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/haulproject/haul/puller/config"
@@ -31,6 +32,25 @@ type Report struct {
 	// Stale names the stale hosts (an empty list, never null).
 	Stale []string `json:"stale"`
 	Hosts []Host   `json:"hosts"`
+}
+
+// Err is nil when the report is OK, else an error naming each stale host
+// (and why) and each host whose last drill failed: `haul status` exits 1
+// with it.
+func (r *Report) Err() error {
+	if r.OK {
+		return nil
+	}
+	var why []string
+	for _, h := range r.Hosts {
+		if h.Stale {
+			why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
+		}
+	}
+	for _, h := range r.DrillFailed {
+		why = append(why, h+" (last restore drill failed)")
+	}
+	return fmt.Errorf("not ok: %s", strings.Join(why, "; "))
 }
 
 // Host is one configured host's status.

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/offsite"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -40,33 +43,28 @@ sftp:user@host:/path. The stock restic CLI reads the copy.`,
 		if err != nil {
 			return configFailure(fmt.Errorf("read the target's password: %w", err))
 		}
-		ctx, cancel := signalContext(c)
-		defer cancel()
 		log := newRunLog(c)
 		defer log.Close()
-		src, unlock, lctx, err := openLocked(ctx, cfg, true, log.Logf)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		res, err := offsite.Copy(lctx, src, offsite.Options{
-			To: c.String("to"), Password: strings.TrimSpace(string(pw)), Init: c.Bool("init"),
-			Hosts: c.StringSlice("host"), CAFiles: c.StringSlice("ca-file"), LockWait: cfg.RepoLockWait(), Logf: log.Logf,
-		})
-		if err != nil {
-			return configFailure(err)
-		}
-		switch {
-		case c.Bool("json"):
-			return printJSON(c.App.Writer, res)
-		case c.Bool("quiet"):
-		default:
-			for _, cp := range res.Copied {
-				fmt.Fprintf(c.App.Writer, "%-12s snapshot %s (%s) copied as %s\n", cp.Host, cp.Source, cp.Time.Local().Format("2006-01-02 15:04"), cp.Target)
+		return withConfigLockedRepo(c, cfg, true, log.Logf, func(lctx context.Context, cfg *config.Config, src *repo.Repo) error {
+			res, err := offsite.Copy(lctx, src, offsite.Options{
+				To: c.String("to"), Password: strings.TrimSpace(string(pw)), Init: c.Bool("init"),
+				Hosts: c.StringSlice("host"), CAFiles: c.StringSlice("ca-file"), LockWait: cfg.RepoLockWait(), Logf: log.Logf,
+			})
+			if err != nil {
+				return configFailure(err)
 			}
-			fmt.Fprintf(c.App.Writer, "%d snapshots copied to %s (%d already there), %d blobs from %d packs\n",
-				len(res.Copied), res.Target, res.AlreadyThere, res.Blobs, res.Packs)
-		}
-		return nil
+			switch {
+			case c.Bool("json"):
+				return printJSON(c.App.Writer, res)
+			case c.Bool("quiet"):
+			default:
+				for _, cp := range res.Copied {
+					fmt.Fprintf(c.App.Writer, "%-12s snapshot %s (%s) copied as %s\n", cp.Host, cp.Source, cp.Time.Local().Format("2006-01-02 15:04"), cp.Target)
+				}
+				fmt.Fprintf(c.App.Writer, "%d snapshots copied to %s (%d already there), %d blobs from %d packs\n",
+					len(res.Copied), res.Target, res.AlreadyThere, res.Blobs, res.Packs)
+			}
+			return nil
+		})
 	},
 }

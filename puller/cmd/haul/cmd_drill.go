@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/haulproject/haul/internal/units"
+	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/drill"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/urfave/cli/v2"
 )
 
@@ -26,54 +29,43 @@ The scratch copy (cache_dir/drill/<host>, or --scratch) is removed afterwards.`,
 		jsonFlag, cronQuietFlag,
 	},
 	Action: func(c *cli.Context) error {
-		cfg, err := loadConfig(c)
-		if err != nil {
-			return err
-		}
-		hosts, err := selectHosts(cfg, c.StringSlice("host"))
-		if err != nil {
-			return err
-		}
-		ctx, cancel := signalContext(c)
-		defer cancel()
-		log := newRunLog(c)
-		defer log.Close()
-		r, unlock, lctx, err := openLocked(ctx, cfg, true, log.Logf)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		names := make([]string, len(hosts))
-		for i, h := range hosts {
-			names[i] = h.Name
-		}
-		all := make([]string, len(cfg.Hosts))
-		for i, h := range cfg.Hosts {
-			all[i] = h.Name
-		}
-		results := drill.Hosts(lctx, r, drill.HostsOptions{Hosts: names, CacheDir: cfg.CacheDir,
-			Scratch: c.String("scratch"), Keep: c.Bool("keep"), Logf: log.Logf,
-			Textfile: cfg.Notify.PrometheusTextfile, AllHosts: all})
-		failed := []string{}
-		for _, res := range results {
-			if !res.OK {
-				failed = append(failed, res.Host)
-			}
-		}
-		switch {
-		case c.Bool("json"):
-			if err := printJSON(c.App.Writer, map[string]any{"hosts": results, "ok": len(failed) == 0, "failed": failed}); err != nil {
-				return err
-			}
-		case !c.Bool("quiet"):
-			printDrills(c.App.Writer, results)
-		case len(failed) > 0:
-			printDrills(c.App.ErrWriter, results) // quiet: only when something is wrong
-		}
-		if len(failed) > 0 {
-			return hostFailure(fmt.Errorf("drill found problems in %s", strings.Join(failed, ", ")))
-		}
-		return nil
+		return withHosts(c, c.StringSlice("host"), func(cfg *config.Config, hosts []*config.Host) error {
+			log := newRunLog(c)
+			defer log.Close()
+			return withConfigLockedRepo(c, cfg, true, log.Logf, func(lctx context.Context, cfg *config.Config, r *repo.Repo) error {
+				names := make([]string, len(hosts))
+				for i, h := range hosts {
+					names[i] = h.Name
+				}
+				all := make([]string, len(cfg.Hosts))
+				for i, h := range cfg.Hosts {
+					all[i] = h.Name
+				}
+				results := drill.Hosts(lctx, r, drill.HostsOptions{Hosts: names, CacheDir: cfg.CacheDir,
+					Scratch: c.String("scratch"), Keep: c.Bool("keep"), Logf: log.Logf,
+					Textfile: cfg.Notify.PrometheusTextfile, AllHosts: all})
+				failed := []string{}
+				for _, res := range results {
+					if !res.OK {
+						failed = append(failed, res.Host)
+					}
+				}
+				switch {
+				case c.Bool("json"):
+					if err := printJSON(c.App.Writer, map[string]any{"hosts": results, "ok": len(failed) == 0, "failed": failed}); err != nil {
+						return err
+					}
+				case !c.Bool("quiet"):
+					printDrills(c.App.Writer, results)
+				case len(failed) > 0:
+					printDrills(c.App.ErrWriter, results) // quiet: only when something is wrong
+				}
+				if len(failed) > 0 {
+					return hostFailure(fmt.Errorf("drill found problems in %s", strings.Join(failed, ", ")))
+				}
+				return nil
+			})
+		})
 	},
 }
 

@@ -31,57 +31,49 @@ prints restic forget's JSON. --prune then removes the data no snapshot uses.`,
 		&cli.BoolFlag{Name: "prune", Usage: "prune the repository afterwards if snapshots were removed"},
 		maintDryRunFlag, maxUnusedFlag, jsonFlag, cronQuietFlag,
 	},
-	Action: runForget,
+	Action: func(c *cli.Context) error {
+		return runForget(c, forgetOptions{
+			Hosts: c.StringSlice("host"), Prune: c.Bool("prune"), DryRun: c.Bool("dry-run"),
+			MaxUnused: c.String("max-unused"), JSON: c.Bool("json"), Quiet: c.Bool("quiet"),
+		})
+	},
 }
 
-func runForget(c *cli.Context) error {
+type forgetOptions struct {
+	Hosts         []string
+	Prune, DryRun bool
+	MaxUnused     string
+	JSON, Quiet   bool
+}
+
+func runForget(c *cli.Context, opts forgetOptions) error {
 	log := newRunLog(c)
 	defer log.Close()
-	dry := c.Bool("dry-run")
 	// Deciding is read-only; removing needs restic's exclusive lock.
-	return withLockedRepo(c, dry, log.Logf, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
-		sns, err := forget.Load(ctx, r, c.StringSlice("host"))
+	return withLockedRepo(c, opts.DryRun, log.Logf, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		res, err := forget.Run(ctx, r, forget.Options{
+			Hosts: opts.Hosts, PolicyFor: cfg.RetentionFor, DryRun: opts.DryRun,
+			Prune: opts.Prune, MaxUnused: opts.MaxUnused, Logf: log.Logf,
+			Planned: func(plan *forget.Plan) error {
+				if opts.JSON {
+					groups := plan.Groups
+					if groups == nil {
+						groups = []*forget.Group{}
+					}
+					return json.NewEncoder(c.App.Writer).Encode(groups)
+				}
+				if !opts.Quiet {
+					printForgetPlan(c.App.Writer, plan, opts.DryRun)
+				}
+				return nil
+			},
+		})
 		if err != nil {
 			return configFailure(err)
 		}
-		plan, err := forget.MakePlan(sns, cfg.RetentionFor)
-		if err != nil {
-			return configFailure(err)
+		if res.Prune != nil {
+			logPruneResult(log.Logf, res.Prune)
 		}
-		if c.Bool("json") {
-			groups := plan.Groups
-			if groups == nil {
-				groups = []*forget.Group{}
-			}
-			if err := json.NewEncoder(c.App.Writer).Encode(groups); err != nil {
-				return err
-			}
-		} else if !c.Bool("quiet") {
-			printForgetPlan(c.App.Writer, plan, dry)
-		}
-		for _, s := range plan.Skipped {
-			log.Logf("host %s, paths %v: no retention policy applies; keeping all %d snapshots", s.Host, s.Paths, s.Snapshots)
-		}
-		if len(plan.Remove) == 0 {
-			return nil
-		}
-		if dry {
-			log.Logf("would remove %d snapshots", len(plan.Remove))
-		} else {
-			n, err := forget.Remove(ctx, r, plan.Remove)
-			log.Logf("removed %d snapshots", n)
-			if err != nil {
-				return configFailure(err)
-			}
-		}
-		if !c.Bool("prune") {
-			return nil
-		}
-		res, err := prune.Run(ctx, r, prune.Options{DryRun: dry, MaxUnused: c.String("max-unused"), Ignore: plan.Remove, Logf: log.Logf})
-		if err != nil {
-			return configFailure(err)
-		}
-		logPruneResult(log.Logf, res)
 		return nil
 	})
 }

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/haulproject/haul/internal/escape"
-	"github.com/haulproject/haul/internal/units"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/haulproject/haul/internal/escape"
+	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/status"
@@ -25,47 +24,40 @@ var cmdStatus = &cli.Command{
 		jsonFlag, cronQuietFlag,
 	},
 	Action: func(c *cli.Context) error {
-		cfg, err := loadConfig(c)
-		if err != nil {
-			return err
-		}
-		hosts, err := selectHosts(cfg, c.StringSlice("host"))
-		if err != nil {
-			return err
-		}
+		return runStatus(c, statusOptions{Hosts: c.StringSlice("host"), JSON: c.Bool("json"), Quiet: c.Bool("quiet")})
+	},
+}
+
+type statusOptions struct {
+	Hosts       []string
+	JSON, Quiet bool
+}
+
+func runStatus(c *cli.Context, opts statusOptions) error {
+	return withHosts(c, opts.Hosts, func(cfg *config.Config, hosts []*config.Host) error {
 		return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
-			// Read-only and frequent (monitors): no lock, so it never holds up
-			// a prune.
+			// Read-only and frequent (monitors): no lock, so it never
+			// holds up a prune.
 			rep, err := status.Build(ctx, r, cfg.CacheDir, hosts, time.Now())
 			if err != nil {
 				return configFailure(err)
 			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+			switch {
+			case opts.JSON:
+				if err := printJSON(c.App.Writer, rep); err != nil {
 					return err
 				}
-			} else if !c.Bool("quiet") {
+			case !opts.Quiet:
 				printStatus(c.App.Writer, rep)
-			} else if !rep.OK {
+			case !rep.OK:
 				printStatus(c.App.ErrWriter, rep) // quiet: only when something is wrong
 			}
-			if !rep.OK {
-				var why []string
-				for _, h := range rep.Hosts {
-					if h.Stale {
-						why = append(why, fmt.Sprintf("%s (%s)", h.Host, h.StaleReason))
-					}
-				}
-				for _, h := range rep.DrillFailed {
-					why = append(why, h+" (last restore drill failed)")
-				}
-				return hostFailure(fmt.Errorf("not ok: %s", strings.Join(why, "; ")))
+			if err := rep.Err(); err != nil {
+				return hostFailure(err)
 			}
 			return nil
 		})
-	},
+	})
 }
 
 func printStatus(w io.Writer, rep *status.Report) {

@@ -61,6 +61,21 @@ func withConfigRepo(c *cli.Context, cfg *config.Config, fn func(ctx context.Cont
 	return fn(ctx, cfg, r)
 }
 
+// withHosts loads the config and selects the hosts named (every host when
+// names is empty): how the commands that work per host start. An unknown
+// name is a config failure.
+func withHosts(c *cli.Context, names []string, fn func(cfg *config.Config, hosts []*config.Host) error) error {
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return err
+	}
+	hosts, err := selectHosts(cfg, names)
+	if err != nil {
+		return err
+	}
+	return fn(cfg, hosts)
+}
+
 // withLockedRepo is withRepo for a maintenance command, under restic's
 // lock: exclusive to change the repository, shared for a dry run, which
 // only reads. fn runs in the lock's context.
@@ -69,29 +84,25 @@ func withLockedRepo(c *cli.Context, dryRun bool, logf func(string, ...any), fn f
 	if err != nil {
 		return err
 	}
+	return withConfigLockedRepo(c, cfg, dryRun, logf, fn)
+}
+
+// withConfigLockedRepo is withLockedRepo with the config already loaded:
+// the repository is opened under restic's lock (shared when readOnly, else
+// exclusive), and fn runs in the lock's context; the lock is released and
+// the repository closed after.
+func withConfigLockedRepo(c *cli.Context, cfg *config.Config, readOnly bool, logf func(string, ...any), fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
 	ctx, cancel := signalContext(c)
 	defer cancel()
-	r, unlock, lctx, err := openLocked(ctx, cfg, dryRun, logf)
+	r, err := openRepo(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	return fn(lctx, cfg, r)
-}
-
-// openLocked opens the repository under restic's lock (shared when
-// readOnly, else exclusive), for commands that have their config and
-// context already; the returned func releases the lock and closes the
-// repository.
-func openLocked(ctx context.Context, cfg *config.Config, readOnly bool, logf func(string, ...any)) (*repo.Repo, func(), context.Context, error) {
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return nil, nil, ctx, err
-	}
+	defer r.Close()
 	unlock, lctx, err := r.Lock(ctx, !readOnly, cfg.RepoLockWait(), logf)
 	if err != nil {
-		r.Close()
-		return nil, nil, ctx, configFailure(err)
+		return configFailure(err)
 	}
-	return r, func() { unlock(); r.Close() }, lctx, nil
+	defer unlock()
+	return fn(lctx, cfg, r)
 }
