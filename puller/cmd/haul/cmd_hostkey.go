@@ -21,45 +21,61 @@ var cmdHostKey = &cli.Command{
 			Name:   "generate",
 			Usage:  "make a new ed25519 host key for a host (once, before its first install)",
 			Flags:  []cli.Flag{hostFlag, &cli.BoolFlag{Name: "force", Usage: "replace a kept key (every pin of it stops matching)"}, jsonFlag},
-			Action: runHostKeyGenerate,
+			Action: func(c *cli.Context) error { return runHostKeyGenerate(c, hostKeyFlags(c)) },
 		},
 		{
 			Name:   "import",
 			Usage:  "keep the host key a VPS already has (its /etc/ssh/ssh_host_ed25519_key)",
 			Flags:  []cli.Flag{hostFlag, &cli.StringFlag{Name: "from", Required: true, Usage: "private key `FILE`, unencrypted"}, &cli.BoolFlag{Name: "force", Usage: "replace a kept key"}, jsonFlag},
-			Action: runHostKeyImport,
+			Action: func(c *cli.Context) error { return runHostKeyImport(c, hostKeyFlags(c)) },
 		},
 		{
 			Name:  "export",
 			Usage: "write the kept key below DIR as etc/ssh/ssh_host_<type>_key (+ .pub): nixos-anywhere's extra-files layout",
 			Flags: []cli.Flag{hostFlag,
 				&cli.StringFlag{Name: "out", Value: ".", Usage: "root `DIR` of the extra files (the extra-files script's working directory)"}, jsonFlag},
-			Action: runHostKeyExport,
+			Action: func(c *cli.Context) error { return runHostKeyExport(c, hostKeyFlags(c)) },
 		},
 		{
 			Name:  "pin",
 			Usage: "pin the kept key's public half for the host's address in its known_hosts (replaces an older pin; idempotent)",
 			Flags: []cli.Flag{hostFlag,
 				&cli.StringFlag{Name: "address", Usage: "pin for `HOST:PORT` instead of the host's address"}, jsonFlag},
-			Action: runHostKeyPin,
+			Action: func(c *cli.Context) error { return runHostKeyPin(c, hostKeyFlags(c)) },
 		},
 	},
 }
 
-func hostKeyHost(c *cli.Context) (*config.Config, *config.Host, error) {
+// hostKeyOptions are the hostkey subcommands' flags; each reads its own.
+type hostKeyOptions struct {
+	Host  string
+	Force bool   // generate, import
+	From  string // import
+	Out   string // export
+	// Address is pin's HOST:PORT; empty: the host's address.
+	Address string
+	JSON    bool
+}
+
+func hostKeyFlags(c *cli.Context) hostKeyOptions {
+	return hostKeyOptions{Host: c.String("host"), Force: c.Bool("force"), From: c.String("from"),
+		Out: c.String("out"), Address: c.String("address"), JSON: c.Bool("json")}
+}
+
+func hostKeyHost(c *cli.Context, name string) (*config.Config, *config.Host, error) {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := cfg.Host(c.String("host"))
+	h, err := cfg.Host(name)
 	if err != nil {
 		return nil, nil, configFailure(err)
 	}
 	return cfg, h, nil
 }
 
-func printKey(c *cli.Context, verb string, k *hostkey.Key) error {
-	if c.Bool("json") {
+func printKey(c *cli.Context, jsonOut bool, verb string, k *hostkey.Key) error {
+	if jsonOut {
 		return printJSON(c.App.Writer, k)
 	}
 	fmt.Fprintf(c.App.Writer, "%s host key of %s: %s\n  %s\n  %s\n", verb, k.Host, k.Fingerprint, k.PrivatePath, k.Authorized)
@@ -67,32 +83,32 @@ func printKey(c *cli.Context, verb string, k *hostkey.Key) error {
 	return nil
 }
 
-func runHostKeyGenerate(c *cli.Context) error {
-	cfg, h, err := hostKeyHost(c)
+func runHostKeyGenerate(c *cli.Context, opts hostKeyOptions) error {
+	cfg, h, err := hostKeyHost(c, opts.Host)
 	if err != nil {
 		return err
 	}
-	k, err := hostkey.Generate(cfg.HostKeysDir, h.Name, c.Bool("force"))
+	k, err := hostkey.Generate(cfg.HostKeysDir, h.Name, opts.Force)
 	if err != nil {
 		return configFailure(err)
 	}
-	return printKey(c, "generated", k)
+	return printKey(c, opts.JSON, "generated", k)
 }
 
-func runHostKeyImport(c *cli.Context) error {
-	cfg, h, err := hostKeyHost(c)
+func runHostKeyImport(c *cli.Context, opts hostKeyOptions) error {
+	cfg, h, err := hostKeyHost(c, opts.Host)
 	if err != nil {
 		return err
 	}
-	k, err := hostkey.Import(cfg.HostKeysDir, h.Name, c.String("from"), c.Bool("force"))
+	k, err := hostkey.Import(cfg.HostKeysDir, h.Name, opts.From, opts.Force)
 	if err != nil {
 		return configFailure(err)
 	}
-	return printKey(c, "imported", k)
+	return printKey(c, opts.JSON, "imported", k)
 }
 
-func runHostKeyExport(c *cli.Context) error {
-	cfg, h, err := hostKeyHost(c)
+func runHostKeyExport(c *cli.Context, opts hostKeyOptions) error {
+	cfg, h, err := hostKeyHost(c, opts.Host)
 	if err != nil {
 		return err
 	}
@@ -100,11 +116,11 @@ func runHostKeyExport(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	files, err := hostkey.Export(k, c.String("out"))
+	files, err := hostkey.Export(k, opts.Out)
 	if err != nil {
 		return hostFailure(err)
 	}
-	if c.Bool("json") {
+	if opts.JSON {
 		return printJSON(c.App.Writer, map[string]any{"host": h.Name, "fingerprint": k.Fingerprint, "files": files})
 	}
 	// stdout may be tofu's log: the paths and fingerprint, never the key.
@@ -115,12 +131,12 @@ func runHostKeyExport(c *cli.Context) error {
 	return nil
 }
 
-func runHostKeyPin(c *cli.Context) error {
-	cfg, h, err := hostKeyHost(c)
+func runHostKeyPin(c *cli.Context, opts hostKeyOptions) error {
+	cfg, h, err := hostKeyHost(c, opts.Host)
 	if err != nil {
 		return err
 	}
-	addr := c.String("address")
+	addr := opts.Address
 	if addr == "" {
 		addr = h.Address
 	}
@@ -135,7 +151,7 @@ func runHostKeyPin(c *cli.Context) error {
 	if err != nil {
 		return hostFailure(err)
 	}
-	if c.Bool("json") {
+	if opts.JSON {
 		return printJSON(c.App.Writer, res)
 	}
 	switch {

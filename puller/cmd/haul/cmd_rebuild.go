@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/rebuild"
-	"github.com/haulproject/haul/puller/repo"
-	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/runlog"
 	"github.com/urfave/cli/v2"
 )
@@ -39,23 +35,37 @@ var cmdRebuild = &cli.Command{
 		&cli.BoolFlag{Name: "restart", Usage: "forget an unfinished earlier rebuild of the host and begin with preflight"},
 		jsonFlag,
 	},
-	Action: runRebuild,
+	Action: func(c *cli.Context) error {
+		return runRebuild(c, rebuildOptions{
+			Host: c.String("host"), DryRun: c.Bool("dry-run"), Yes: c.Bool("yes"),
+			SkipFinalBackup: c.Bool("skip-final-backup"), Snapshot: c.String("snapshot"),
+			AllowMissingServer: c.Bool("allow-missing-server"), Restart: c.Bool("restart"), JSON: c.Bool("json"),
+		})
+	},
 }
 
-func runRebuild(c *cli.Context) error {
+type rebuildOptions struct {
+	Host               string
+	DryRun, Yes        bool
+	SkipFinalBackup    bool
+	Snapshot           string
+	AllowMissingServer bool
+	Restart, JSON      bool
+}
+
+func runRebuild(c *cli.Context, o rebuildOptions) error {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
-	h, err := cfg.Host(c.String("host"))
+	h, err := cfg.Host(o.Host)
 	if err != nil {
 		return configFailure(err)
 	}
 	if h.Rebuild == nil {
 		return configFailure(fmt.Errorf("host %s has no [hosts.rebuild] section: add one (docs/rebuild.md lists its keys)", h.Name))
 	}
-	dryRun, yes := c.Bool("dry-run"), c.Bool("yes")
-	if !dryRun && !yes && !runlog.IsTerminal(os.Stdin) {
+	if !o.DryRun && !o.Yes && !runlog.IsTerminal(os.Stdin) {
 		return configFailure(fmt.Errorf("refusing to rebuild %s without --yes: stdin is not a terminal, so nobody can confirm. Review the plan with --dry-run, then pass --yes", h.Name))
 	}
 	token, err := h.Rebuild.HcloudToken()
@@ -68,37 +78,17 @@ func runRebuild(c *cli.Context) error {
 	}
 	ctx, cancel := signalContext(c)
 	defer cancel()
-	jsonOut := c.Bool("json")
-	logf := progress(c, false)
-	errw := c.App.ErrWriter
 
-	opts := rebuild.Options{
-		Config: cfg, Host: h, Token: token,
-		Probe:    pull.Connecter(h, false),
-		OpenRepo: func(ctx context.Context) (*repo.Repo, error) { return openRepo(ctx, cfg) },
-		FinalBackup: func(ctx context.Context) (*rebuild.SnapshotInfo, error) {
-			res, err := pull.Host(ctx, cfg, h, pull.HostOptions{Tags: []string{"rebuild"}, Logf: logf})
-			if err != nil {
-				return nil, err
-			}
-			if res.Snapshot == nil {
-				return nil, fmt.Errorf("the backup of %s reported no snapshot", h.Name)
-			}
-			return &rebuild.SnapshotInfo{ID: res.SnapshotID, Time: res.Snapshot.Time, Paths: res.Snapshot.Paths}, nil
-		},
-		Restore: func(ctx context.Context, r *repo.Repo, sn *repo.Snapshot) (*restore.AgentResult, error) {
-			return pull.RestoreOnto(ctx, cfg, r, sn, h, restore.AgentOptions{Logf: logf})
-		},
-		DryRun: dryRun, SkipFinalBackup: c.Bool("skip-final-backup"), Snapshot: c.String("snapshot"),
-		AllowMissingServer: c.Bool("allow-missing-server"), Restart: c.Bool("restart"),
-		HaulBin: self, Out: errw, Logf: logf,
-	}
-	if !yes {
+	opts := rebuild.Pulled(cfg, h, progress(c, false))
+	opts.Token, opts.HaulBin, opts.Out = token, self, c.App.ErrWriter
+	opts.DryRun, opts.SkipFinalBackup, opts.Snapshot = o.DryRun, o.SkipFinalBackup, o.Snapshot
+	opts.AllowMissingServer, opts.Restart = o.AllowMissingServer, o.Restart
+	if !o.Yes {
 		opts.Confirm = func(res *rebuild.Result) error { return confirmRebuild(c, res) }
 	}
 	res, err := rebuild.Run(ctx, opts)
 	if res != nil {
-		if jsonOut {
+		if o.JSON {
 			if jerr := printJSON(c.App.Writer, res); jerr != nil {
 				return jerr
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/haulproject/haul/internal/units"
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/pull"
+	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/runlog"
 	"github.com/urfave/cli/v2"
@@ -45,72 +47,87 @@ var cmdRestore = &cli.Command{
 		patternFlag("exclude-file", "read exclude patterns from `FILE`, one a line"),
 		jsonFlag,
 	},
-	Action: runRestore,
+	Action: func(c *cli.Context) error {
+		agent, err := restoreFlags(c)
+		if err != nil {
+			return configFailure(err)
+		}
+		agent.DryRun = c.Bool("dry-run")
+		return runRestore(c, restoreOptions{
+			Host: c.String("host"), Snapshot: c.String("snapshot"), To: c.String("to"), Target: c.String("target"),
+			MapSet: c.IsSet("map"), Patterns: patterns(c), Agent: agent, JSON: c.Bool("json"),
+		})
+	},
 }
 
-func runRestore(c *cli.Context) error {
+type restoreOptions struct {
+	Host, Snapshot string
+	To             string // onto this host instead of Host
+	Target         string // into this local directory instead of onto an agent
+	MapSet         bool   // --map was given
+	Patterns       restore.Patterns
+	// Agent holds --map, --replace-live-data, --allow-special (also for
+	// --target) and --dry-run.
+	Agent restore.AgentOptions
+	JSON  bool
+}
+
+func runRestore(c *cli.Context, opts restoreOptions) error {
 	cfg, err := loadConfig(c)
 	if err != nil {
 		return err
 	}
-	if c.String("target") != "" {
-		if c.String("to") != "" || c.Bool("dry-run") || c.IsSet("map") || c.Bool("replace-live-data") {
+	if opts.Target != "" {
+		if opts.To != "" || opts.Agent.DryRun || opts.MapSet || opts.Agent.ReplaceLiveData {
 			return configFailure(fmt.Errorf("--target restores locally, the snapshot's paths below DIR; it cannot be combined with --to, --dry-run, --map or --replace-live-data"))
 		}
-		return restoreLocal(c, cfg)
+		return withConfigRepo(c, cfg, func(ctx context.Context, _ *config.Config, r *repo.Repo) error {
+			return restoreLocal(ctx, c, r, opts)
+		})
 	}
-	if !patterns(c).Empty() {
+	if !opts.Patterns.Empty() {
 		return configFailure(fmt.Errorf("--include/--exclude need --target DIR: an agent swaps in whole data paths, so a partial restore onto it would drop everything not selected. " +
 			"Restore the files locally with --target DIR and copy them over, or restore the whole snapshot"))
 	}
-	onto := c.String("to")
+	onto := opts.To
 	if onto == "" {
-		onto = c.String("host")
+		onto = opts.Host
 	}
 	if onto == "" {
 		return configFailure(fmt.Errorf("restore needs --host NAME (the snapshot's host, restored onto itself), --to HOST to restore onto another host, or --target DIR"))
 	}
-	if c.String("host") == "" && (c.String("snapshot") == "" || c.String("snapshot") == "latest") {
+	if opts.Host == "" && (opts.Snapshot == "" || opts.Snapshot == "latest") {
 		return configFailure(fmt.Errorf("say whose snapshot to restore onto %s: --host NAME, or --snapshot ID", onto))
 	}
 	target, err := cfg.Host(onto)
 	if err != nil {
 		return configFailure(err)
 	}
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	jsonOut := c.Bool("json")
 	log := newRunLog(c) // events, and a progress line on a terminal
 	defer log.Close()
-
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
-	if err != nil {
-		return configFailure(err)
-	}
-	opts, err := restoreFlags(c)
-	if err != nil {
-		return configFailure(err)
-	}
-	opts.DryRun, opts.Logf, opts.Progress = c.Bool("dry-run"), log.Logf, log.Host(target.Name)
-	res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, opts)
-	log.Close() // the progress line is cleared before the result is printed
-	if err != nil {
-		return hostFailure(err)
-	}
-	for _, w := range res.Outcome.Warnings {
-		fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
-	}
-	if jsonOut {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	}
-	printAgentRestore(c.App.Writer, res)
-	return nil
+	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		// As restic's restore: the command finds the snapshot, the
+		// package restores it.
+		sn, err := r.Find(ctx, opts.Host, opts.Snapshot)
+		if err != nil {
+			return configFailure(err)
+		}
+		ao := opts.Agent
+		ao.Logf, ao.Progress = log.Logf, log.Host(target.Name)
+		res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, ao)
+		log.Close() // the progress line is cleared before the result is printed
+		if err != nil {
+			return hostFailure(err)
+		}
+		for _, w := range res.Outcome.Warnings {
+			fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
+		}
+		if opts.JSON {
+			return printJSON(c.App.Writer, res)
+		}
+		printAgentRestore(c.App.Writer, res)
+		return nil
+	})
 }
 
 func progress(c *cli.Context, quiet bool) func(string, ...any) {
@@ -187,26 +204,20 @@ func printAgentRestore(w io.Writer, res *restore.AgentResult) {
 	}
 }
 
-func restoreLocal(c *cli.Context, cfg *config.Config) error {
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
+func restoreLocal(ctx context.Context, c *cli.Context, r *repo.Repo, opts restoreOptions) error {
 	warn := func(msg string) { fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", msg) }
-	sel, err := restore.Selector(patterns(c), warn)
+	sel, err := restore.Selector(opts.Patterns, warn)
 	if err != nil {
 		return configFailure(err)
 	}
-	sn, err := r.Find(ctx, c.String("host"), c.String("snapshot"))
+	sn, err := r.Find(ctx, opts.Host, opts.Snapshot)
 	if err != nil {
 		return configFailure(err)
 	}
 	stop := func() {}
 	defer func() { stop() }()
-	lo := restore.LocalOptions{Select: sel, AllowSpecial: c.Bool("allow-special"), Warn: warn}
-	if !c.Bool("json") && runlog.IsTerminal(c.App.ErrWriter) {
+	lo := restore.LocalOptions{Select: sel, AllowSpecial: opts.Agent.AllowSpecial, Warn: warn}
+	if !opts.JSON && runlog.IsTerminal(c.App.ErrWriter) {
 		// A progress line on the terminal; warnings go between its
 		// redraws.
 		l := runlog.New(runlog.Options{Events: c.App.ErrWriter, Progress: c.App.ErrWriter})
@@ -214,12 +225,12 @@ func restoreLocal(c *cli.Context, cfg *config.Config) error {
 		lo.Progress, lo.Warn = h, func(msg string) { h.Logf("warning: %s", msg) }
 		stop = func() { h.Done(); l.Close() }
 	}
-	res, err := restore.Local(ctx, r, sn, c.String("target"), lo)
+	res, err := restore.Local(ctx, r, sn, opts.Target, lo)
 	stop() // the progress line is cleared before the result is printed
 	if err != nil {
 		return hostFailure(err)
 	}
-	if c.Bool("json") {
+	if opts.JSON {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
 	fmt.Fprintf(c.App.Writer, "restored snapshot %s to %s: %d files verified\n", sn.ID.Str(), res.Target, res.Files)

@@ -5,9 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/status"
 	"github.com/haulproject/haul/puller/truenas"
 	"github.com/urfave/cli/v2"
@@ -48,19 +46,32 @@ only failures. The schedule is recorded in the config's cache_dir, and
 				&cli.BoolFlag{Name: "disabled", Usage: "install the job disabled"},
 				cronQuietFlag,
 			},
-			Action: runTrueNASCronInstall,
+			Action: func(c *cli.Context) error {
+				return runTrueNASCronInstall(c, truenasCronOptions{
+					URL: c.String("url"), APIKeyFile: c.String("api-key-file"), APIUser: c.String("api-user"),
+					CAFile: c.String("ca-file"), Midclt: c.String("midclt"), User: c.String("user"),
+					Schedule: c.String("schedule"), Config: globalString(c, "config"), Binary: c.String("binary"),
+					Forget: c.Bool("forget"), Drill: c.Bool("drill"), Disabled: c.Bool("disabled"), Quiet: c.Bool("quiet"),
+				})
+			},
 		}},
 	}},
 }
 
-func runTrueNASCronInstall(c *cli.Context) error {
-	sched, err := truenas.ParseSchedule(c.String("schedule"))
+// truenasCronOptions are `truenas cron install`'s flags. Config is the
+// subcommand's own --config, else the global one wherever it was given.
+type truenasCronOptions struct {
+	URL, APIKeyFile, APIUser, CAFile, Midclt string
+	User, Schedule, Config, Binary           string
+	Forget, Drill, Disabled, Quiet           bool
+}
+
+func runTrueNASCronInstall(c *cli.Context, opts truenasCronOptions) error {
+	sched, err := truenas.ParseSchedule(opts.Schedule)
 	if err != nil {
 		return configFailure(err)
 	}
-	// The subcommand's own --config, else the global one wherever it was
-	// given, else the global default.
-	cfgPath := globalString(c, "config")
+	cfgPath := opts.Config
 	if cfgPath == "" {
 		cfgPath = configFlag.Value
 	}
@@ -70,18 +81,18 @@ func runTrueNASCronInstall(c *cli.Context) error {
 	if cfgPath, err = filepath.Abs(cfgPath); err != nil {
 		return configFailure(err)
 	}
-	bin := c.String("binary")
+	bin := opts.Binary
 	if bin == "" {
 		if bin, err = os.Executable(); err != nil {
 			return configFailure(fmt.Errorf("--binary: %w", err))
 		}
 	}
 	o := truenas.InstallOptions{
-		Connect: truenas.Options{URL: c.String("url"), APIUser: c.String("api-user"), CAFile: c.String("ca-file"), Midclt: c.String("midclt")},
-		Job: truenas.HaulJob{Binary: bin, Config: cfgPath, Forget: c.Bool("forget"), Drill: c.Bool("drill"),
-			User: c.String("user"), Schedule: sched, Disabled: c.Bool("disabled")},
+		Connect: truenas.Options{URL: opts.URL, APIUser: opts.APIUser, CAFile: opts.CAFile, Midclt: opts.Midclt},
+		Job: truenas.HaulJob{Binary: bin, Config: cfgPath, Forget: opts.Forget, Drill: opts.Drill,
+			User: opts.User, Schedule: sched, Disabled: opts.Disabled},
 	}
-	if f := c.String("api-key-file"); f != "" {
+	if f := opts.APIKeyFile; f != "" {
 		if o.Connect.URL == "" {
 			return configFailure(fmt.Errorf("--api-key-file needs --url; on the NAS itself leave both out (midclt needs no key)"))
 		}
@@ -93,18 +104,15 @@ func runTrueNASCronInstall(c *cli.Context) error {
 			return configFailure(fmt.Errorf("--api-key-file %s is empty", f))
 		}
 	}
-	res, err := truenas.InstallHaulJob(c.Context, o)
+	res, err := truenas.InstallAndRecord(c.Context, o)
 	if err != nil {
 		return configFailure(err)
 	}
-	// Record the schedule where status finds it, when the config is here.
 	note := "(haul status derives max_age from the schedule)"
-	if cfg, err := config.Load(cfgPath); err != nil {
+	if res.CacheDir == "" {
 		note = fmt.Sprintf("(config not readable here: haul status on the NAS uses max_age %s for hosts without one)", status.DefaultMaxAge)
-	} else if err := status.RecordSchedule(cfg.CacheDir, status.Schedule{Cron: sched.String(), Installed: time.Now().UTC(), LongestGapSeconds: res.LongestGap.Seconds()}); err != nil {
-		return configFailure(fmt.Errorf("record the schedule in %s: %w", cfg.CacheDir, err))
 	}
-	if !c.Bool("quiet") {
+	if !opts.Quiet {
 		fmt.Fprintf(c.App.Writer, "%s TrueNAS cron job %d via %s: %q at %q as %s %s\n",
 			res.Action, res.Job.ID, res.Via, res.Job.Command, sched.String(), res.Job.User, note)
 	}
