@@ -39,7 +39,7 @@ type Env struct {
 	Fwd        *Forwarder
 	Link       Link      // the path every connection takes
 	LinkCheck  LinkCheck // what the link measured at set-up (shaped links)
-	KnownHosts string // pins sshd's host key at the forwarder's port
+	KnownHosts string    // pins sshd's host key at the forwarder's port
 	User       string
 
 	keys    map[string]testenv.KeyPair

@@ -426,4 +426,3 @@ func measureThrough(addr string) (LinkCheck, error) {
 	lc.DownMbit = float64(n*8) / max(time.Since(t)-lc.RTT, time.Millisecond).Seconds() / 1e6
 	return lc, nil
 }
-
