@@ -86,11 +86,12 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	// Which chunks this host has already given us: only these are not
 	// asked for again (storage still dedups across hosts on save).
 	t := time.Now()
-	known, err := r.HostBlobs(ctx, opts.Host)
+	stateDir := filepath.Join(opts.CacheDir, r.Config().ID)
+	known, err := loadHostRecord(ctx, r, stateDir, opts.Host)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("host %s: %w", opts.Host, err)
 	}
-	recv, err := openReceivedLog(filepath.Join(opts.CacheDir, r.Config().ID), opts.Host)
+	recv, err := openReceivedLog(stateDir, opts.Host)
 	if err != nil {
 		return res, fmt.Errorf("open received-chunks log: %w", err)
 	}
@@ -186,7 +187,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	for _, p := range res.Frozen.Phases {
 		rec.FreezePhases = append(rec.FreezePhases, repo.PhaseRecord{Name: p.Name, MS: p.MS})
 	}
-	id, err := r.SaveSnapshot(ctx, sn, rec)
+	id, err := known.savingSnapshot(r.Path, func() (restic.ID, error) { return r.SaveSnapshot(ctx, sn, rec) })
 	if err != nil {
 		_ = recv.close(false)
 		return res, fmt.Errorf("host %s: save snapshot: %w", opts.Host, err)
@@ -195,6 +196,18 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	res.SnapshotID = id.String()
 	res.Snapshot = sn
 	res.Record = rec
+	// The snapshot now accounts for every chunk received, in this run or
+	// an interrupted one: they join the host's record.
+	for cid := range recv.ids {
+		known.ids[cid] = struct{}{}
+	}
+	if err := known.save(func(cid proto.ID) bool {
+		_, ok := r.LookupBlobSize(restic.DataBlob, restic.ID(cid))
+		return ok
+	}); err != nil {
+		// The next run rebuilds it from the snapshots.
+		logf("warning: %v", err)
+	}
 	if err := recv.close(true); err != nil {
 		logf("warning: reset received-chunks log: %v", err)
 	}
@@ -213,7 +226,7 @@ type session struct {
 	res   *Result
 	logf  func(string, ...any)
 	opts  Options
-	known restic.BlobSet
+	known *hostRecord
 	recv  *receivedLog
 
 	hello    proto.HelloReply
@@ -424,7 +437,7 @@ func (s *session) want(id proto.ID) bool {
 	}
 	rid := restic.ID(id)
 	if _, ok := s.repo.LookupBlobSize(restic.DataBlob, rid); ok {
-		if s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) || s.recv.ids[id] {
+		if s.known.has(id) || s.recv.ids[id] {
 			return false
 		}
 	}

@@ -54,7 +54,7 @@ func (s *session) base(ctx context.Context, id proto.ID) ([]byte, error) {
 		return b, nil
 	}
 	rid := restic.ID(id)
-	if !s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) && !s.recv.ids[id] {
+	if !s.known.has(id) && !s.recv.ids[id] {
 		return nil, errNotABase
 	}
 	b, err := s.repo.LoadBlob(ctx, restic.DataBlob, rid, nil)
