@@ -23,6 +23,7 @@ import (
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/transport"
 	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
 )
 
 // Version is the puller's version, set at build time.
@@ -75,6 +76,24 @@ type Result struct {
 // blob is stored; an interrupted run leaves no snapshot, but the chunks it
 // did receive are stored and not asked for again.
 func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Options) (res *Result, err error) {
+	return RunPending(ctx, Pending{Opening: repo.Opened(r)}, conn, opts)
+}
+
+// Pending is a repository a pull may start before it is open.
+type Pending struct {
+	Opening *repo.Opening
+	// Lock, if set, locks the repository once it is open and returns the
+	// lock's context (cancelled if the lock is lost) and its release.
+	Lock func(ctx context.Context, r *repo.Repo) (context.Context, func(), error)
+}
+
+// RunPending is Run with the repository still being opened: it connects
+// to the agent and greets it (with the polynomial remembered from an
+// earlier open) while the key is derived, and waits for the repository
+// before it asks the agent to freeze. If the remembered polynomial proves
+// wrong (a repository made anew at the same path), it greets the agent
+// again with the right one.
+func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts Options) (res *Result, err error) {
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -83,33 +102,83 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	res = &Result{Host: opts.Host, Started: start, Phases: map[string]float64{}}
 	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
 
+	var r *repo.Repo
+	var unlocks []func()
+	wait := func() error {
+		t := time.Now()
+		var err error
+		if r, err = p.Opening.Wait(ctx); err != nil {
+			return err
+		}
+		if p.Lock != nil {
+			lctx, unlock, err := p.Lock(ctx, r)
+			if err != nil {
+				return err
+			}
+			ctx = lctx
+			unlocks = append(unlocks, unlock)
+		}
+		phase("open", t)
+		return nil
+	}
+	defer func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}()
+	pol := p.Opening.Polynomial
+	if pol == 0 {
+		if err := wait(); err != nil {
+			return res, err
+		}
+		pol = r.Config().ChunkerPolynomial
+	}
+	var w transport.Wire
+	var s *session
+	for {
+		t := time.Now()
+		if w, err = conn.Connect(ctx, "backup"); err != nil {
+			return res, err
+		}
+		phase("connect", t)
+		s = &session{res: res, logf: logf, opts: opts, conn: proto.NewConn(w, w), requested: map[proto.ID]bool{}}
+		if err := s.greet(pol); err != nil {
+			_ = w.Close()
+			return res, fmt.Errorf("host %s: %w", opts.Host, withAgentTail(err, w))
+		}
+		if r == nil {
+			if err := wait(); err != nil {
+				_ = w.Close() // the agent has frozen nothing yet
+				return res, err
+			}
+		}
+		if r.Config().ChunkerPolynomial == pol {
+			break
+		}
+		// The agent would chunk with the wrong polynomial: start over.
+		logf("%s: the repository's chunker polynomial is not the one remembered; greeting the agent again", opts.Host)
+		_ = w.Close()
+		pol = r.Config().ChunkerPolynomial
+	}
+	s.repo = r
+
 	// Which chunks this host has already given us: only these are not
 	// asked for again (storage still dedups across hosts on save).
 	t := time.Now()
 	stateDir := filepath.Join(opts.CacheDir, r.Config().ID)
 	known, err := loadHostRecord(ctx, r, stateDir, opts.Host)
 	if err != nil {
+		_ = w.Close()
 		return res, fmt.Errorf("host %s: %w", opts.Host, err)
 	}
 	recv, err := openReceivedLog(stateDir, opts.Host)
 	if err != nil {
+		_ = w.Close()
 		return res, fmt.Errorf("open received-chunks log: %w", err)
 	}
+	s.known, s.recv = known, recv
 	phase("known", t)
 
-	t = time.Now()
-	w, err := conn.Connect(ctx, "backup")
-	if err != nil {
-		_ = recv.close(false)
-		return res, err
-	}
-	phase("connect", t)
-
-	s := &session{
-		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
-		conn:      proto.NewConn(w, w),
-		requested: map[proto.ID]bool{},
-	}
 	var sessErr error
 	upErr := r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
 		s.up = up
@@ -141,13 +210,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	}
 	if sessErr != nil {
 		_ = recv.close(false)
-		if tail := w.Stderr(); tail != "" && !errors.Is(sessErr, context.Canceled) {
-			var pe *proto.Error
-			if !errors.As(sessErr, &pe) {
-				sessErr = fmt.Errorf("%w\nagent said: %s", sessErr, tail)
-			}
-		}
-		return res, fmt.Errorf("host %s: %w", opts.Host, sessErr)
+		return res, fmt.Errorf("host %s: %w", opts.Host, withAgentTail(sessErr, w))
 	}
 	if closeErr != nil {
 		logf("warning: agent exit: %v", closeErr)
@@ -202,8 +265,10 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		known.ids[cid] = struct{}{}
 	}
 	if err := known.save(func(cid proto.ID) bool {
+		// Chunks stored as the agent's frames are in the repository's
+		// index files but not in r's loaded index.
 		_, ok := r.LookupBlobSize(restic.DataBlob, restic.ID(cid))
-		return ok
+		return ok || recv.ids[cid]
 	}); err != nil {
 		// The next run rebuilds it from the snapshots.
 		logf("warning: %v", err)
@@ -212,6 +277,18 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		logf("warning: reset received-chunks log: %v", err)
 	}
 	return res, nil
+}
+
+// withAgentTail adds the agent's last stderr lines to a session error
+// that does not already carry the agent's own message.
+func withAgentTail(err error, w transport.Wire) error {
+	if tail := w.Stderr(); tail != "" && !errors.Is(err, context.Canceled) {
+		var pe *proto.Error
+		if !errors.As(err, &pe) {
+			return fmt.Errorf("%w\nagent said: %s", err, tail)
+		}
+	}
+	return err
 }
 
 type dirFrame struct {
@@ -251,7 +328,9 @@ type session struct {
 	filesNew int64
 }
 
-func (s *session) run(ctx context.Context) error {
+// greet sends hello with the repository's chunker polynomial and checks
+// the agent's answer.
+func (s *session) greet(pol chunker.Pol) error {
 	maxV := proto.Version
 	if s.opts.MaxVersion > 0 {
 		maxV = min(maxV, s.opts.MaxVersion)
@@ -260,11 +339,9 @@ func (s *session) run(ctx context.Context) error {
 	for v := proto.MinVersion; v <= maxV; v++ {
 		versions = append(versions, v)
 	}
-	s.full = map[proto.ID]bool{}
-	s.bases = &baseCache{}
 	hello := proto.Hello{
 		Versions:          versions,
-		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
+		ChunkerPolynomial: strconv.FormatUint(uint64(pol), 16),
 		Client:            "haul " + Version,
 	}
 	if err := s.conn.Send(proto.THello, &hello); err != nil {
@@ -290,7 +367,13 @@ func (s *session) run(ctx context.Context) error {
 		// excluded: refuse rather than move it over the wire.
 		return fmt.Errorf("host %s has exclude patterns but its agent (%s) cannot apply them: upgrade haul-agent on the host, or remove exclude from the host's config", s.opts.Host, s.hello.Agent)
 	}
+	return nil
+}
 
+// run is the session after the greeting: freeze, manifest, chunks, bye.
+func (s *session) run(ctx context.Context) error {
+	s.full = map[proto.ID]bool{}
+	s.bases = &baseCache{}
 	t := time.Now()
 	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
 		return err

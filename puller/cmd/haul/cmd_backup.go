@@ -50,13 +50,16 @@ func runBackup(c *cli.Context, opts backupOptions) error {
 	defer cancel()
 	log := newRunLog(c)
 	defer log.Close()
-	// Fail early and clearly if the repository cannot be opened; the
-	// first host reuses the handle.
-	r, err := openRepo(ctx, cfg)
+	// The key is derived while the first host connects; a repository that
+	// cannot be opened still fails the run before anything is frozen.
+	op, err := pull.OpenAsync(ctx, cfg)
 	if err != nil {
-		return err
+		return configFailure(err)
 	}
-	rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Repo: r})
+	rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Opening: op})
+	if op.Err() != nil {
+		return configFailure(op.Err())
+	}
 	if opts.JSON {
 		if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
 			return jerr
