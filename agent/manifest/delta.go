@@ -61,10 +61,10 @@ func basesPath(cachePath string) string {
 // Promote makes the versions of the last walk the delta bases: the puller
 // has confirmed that it stored every chunk of them.
 func (c *Cache) Promote() error {
-	if err := writeCacheFile(basesPath(c.path), c.pol, c.new); err != nil {
+	if err := writeCacheFile(basesPath(c.path), c.pol, c.new, c.walk); err != nil {
 		return err
 	}
-	c.base = c.new
+	c.base, c.baseWalk = c.new, c.walk
 	return nil
 }
 

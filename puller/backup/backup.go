@@ -264,6 +264,9 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 	for cid := range recv.ids {
 		known.ids[cid] = struct{}{}
 	}
+	// The agent's next session may send this walk's unchanged files
+	// without chunk lists: they are in this snapshot.
+	known.baseSnap, known.baseWalk = id, res.Manifest.Walk
 	if err := known.save(func(cid proto.ID) bool {
 		// Chunks stored as the agent's frames are in the repository's
 		// index files but not in r's loaded index.
@@ -294,6 +297,10 @@ func withAgentTail(err error, w transport.Wire) error {
 type dirFrame struct {
 	node    *data.Node // nil for the root
 	builder *data.TreeJSONBuilder
+	// parent is this directory in the base snapshot (see same.go),
+	// loaded on first use.
+	parent       map[string]*data.Node
+	parentLoaded bool
 }
 
 type session struct {
@@ -306,10 +313,11 @@ type session struct {
 	known *hostRecord
 	recv  *receivedLog
 
-	hello    proto.HelloReply
-	frozenAt time.Time
-	stack    []dirFrame
-	root     restic.ID
+	hello      proto.HelloReply
+	parentRoot *restic.ID // the base snapshot's tree (version 3)
+	frozenAt   time.Time
+	stack      []dirFrame
+	root       restic.ID
 
 	requested   map[proto.ID]bool // asked for and not yet received
 	pw          *packWriter       // stores compressed chunks as they came
@@ -391,7 +399,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 
 	t = time.Now()
-	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
+	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude, Base: s.baseWalk(ctx)}); err != nil {
 		return err
 	}
 	s.stack = []dirFrame{{builder: data.NewTreeJSONBuilder()}}
@@ -492,12 +500,19 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 		return nil
 	}
 	if n.Type == proto.NodeFile {
+		if n.Same {
+			content, err := s.sameContent(ctx, n)
+			if err != nil {
+				return err
+			}
+			dn.Content = content
+		}
 		newFile := false
-		for _, c := range n.Chunks {
-			if s.want(c.ID) {
-				s.requested[c.ID] = true
+		for _, c := range dn.Content {
+			if id := proto.ID(c); s.want(id) {
+				s.requested[id] = true
 				s.outstanding++
-				s.pending = append(s.pending, c.ID)
+				s.pending = append(s.pending, id)
 				newFile = true
 			}
 		}

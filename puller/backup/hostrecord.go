@@ -43,9 +43,12 @@ type hostRecord struct {
 	ids map[proto.ID]struct{}
 	// dir is the snapshots directory as the record last listed it: while
 	// it is unchanged no snapshot was added or removed, and the record
-	// need not list them again. pre is the stamp taken before this run's
-	// own snapshot was saved (see savingSnapshot).
-	dir, loaded, pre dirStamp
+	// need not list them again; loaded is the stamp this run saw.
+	dir, loaded dirStamp
+	// baseSnap is the host's latest snapshot by haul, baseWalk the
+	// agent's walk it holds (see same.go).
+	baseSnap restic.ID
+	baseWalk string
 }
 
 // dirStamp identifies a directory's state: adding or removing a file
@@ -74,6 +77,8 @@ type recordHeader struct {
 	Snapshots  int      `json:"snapshots"`
 	Chunks     int      `json:"chunks"`
 	Dir        dirStamp `json:"snapshots_dir"`
+	BaseSnap   string   `json:"base_snapshot,omitempty"`
+	BaseWalk   string   `json:"base_walk,omitempty"`
 }
 
 func hostRecordPath(dir, host string) string { return filepath.Join(dir, host+".sent") }
@@ -185,6 +190,9 @@ func readHostRecord(path, host, repoID string) *hostRecord {
 	rec.raw = rest[:h.Snapshots*(idLen+1)]
 	rest = rest[h.Snapshots*(idLen+1):]
 	rec.dir = h.Dir
+	if id, err := restic.ParseID(h.BaseSnap); err == nil && h.BaseWalk != "" {
+		rec.baseSnap, rec.baseWalk = id, h.BaseWalk
+	}
 	for i := 0; i < len(rest); i += idLen {
 		rec.ids[proto.ID(rest[i:i+idLen])] = struct{}{}
 	}
@@ -230,7 +238,11 @@ func (rec *hostRecord) save(inIndex func(proto.ID) bool) error {
 			ids = append(ids, id)
 		}
 	}
-	hdr, err := json.Marshal(recordHeader{Host: rec.host, Repository: rec.repo, Snapshots: len(rec.raw)/(len(restic.ID{})+1) + len(rec.snaps), Chunks: len(ids), Dir: rec.dir})
+	h := recordHeader{Host: rec.host, Repository: rec.repo, Snapshots: len(rec.raw)/(len(restic.ID{})+1) + len(rec.snaps), Chunks: len(ids), Dir: rec.dir}
+	if rec.baseWalk != "" {
+		h.BaseSnap, h.BaseWalk = rec.baseSnap.String(), rec.baseWalk
+	}
+	hdr, err := json.Marshal(h)
 	if err != nil {
 		return err
 	}
@@ -239,8 +251,8 @@ func (rec *hostRecord) save(inIndex func(proto.ID) bool) error {
 	if err != nil {
 		return err
 	}
-	h := sha256.New()
-	w := bufio.NewWriter(io.MultiWriter(f, h))
+	sum := sha256.New()
+	w := bufio.NewWriter(io.MultiWriter(f, sum))
 	_, _ = w.WriteString(recordMagic)
 	_, _ = w.Write(hdr)
 	_ = w.WriteByte('\n')
@@ -258,7 +270,7 @@ func (rec *hostRecord) save(inIndex func(proto.ID) bool) error {
 	}
 	err = w.Flush()
 	if err == nil {
-		_, err = f.Write(h.Sum(nil))
+		_, err = f.Write(sum.Sum(nil))
 	}
 	if err == nil {
 		err = f.Sync()

@@ -28,7 +28,7 @@ func hello(ctx context.Context, conn transport.Connecter, timeout time.Duration)
 	}
 	c := proto.NewConn(w, w)
 	var reply proto.HelloReply
-	err = c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version})
+	err = c.Send(proto.THello, &proto.Hello{Versions: proto.Versions(), Client: "haul " + backup.Version})
 	if err == nil {
 		err = c.Expect(proto.THelloReply, &reply)
 	}

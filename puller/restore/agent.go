@@ -220,7 +220,7 @@ func (s *agentSession) treeDone() { s.treeOnce.Do(func() { close(s.treeSent) }) 
 // handshake sends hello and checks the agent can take this snapshot.
 func (s *agentSession) handshake() error {
 	hello := proto.Hello{
-		Versions:          []int{proto.Version},
+		Versions:          proto.Versions(),
 		ChunkerPolynomial: strconv.FormatUint(uint64(s.repo.Config().ChunkerPolynomial), 16),
 		Client:            "haul " + backup.Version,
 	}
@@ -682,7 +682,7 @@ func MarkReady(ctx context.Context, conn transport.Connecter, snapshot, host str
 	}
 	c := proto.NewConn(w, w)
 	res, err := func() (*proto.RestoreResult, error) {
-		if err := c.Send(proto.THello, &proto.Hello{Versions: []int{proto.Version}, Client: "haul " + backup.Version}); err != nil {
+		if err := c.Send(proto.THello, &proto.Hello{Versions: proto.Versions(), Client: "haul " + backup.Version}); err != nil {
 			return nil, err
 		}
 		var hello proto.HelloReply
