@@ -102,30 +102,53 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 	res = &Result{Host: opts.Host, Started: start, Phases: map[string]float64{}}
 	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
 
-	var r *repo.Repo
-	var unlocks []func()
-	wait := func() error {
-		t := time.Now()
-		var err error
-		if r, err = p.Opening.Wait(ctx); err != nil {
-			return err
-		}
-		if p.Lock != nil {
-			lctx, unlock, err := p.Lock(ctx, r)
-			if err != nil {
-				return err
-			}
-			ctx = lctx
-			unlocks = append(unlocks, unlock)
-		}
-		phase("open", t)
-		return nil
+	// Open and lock in the background: restic's lock alone waits 200 ms
+	// to detect a racing lock, time the connection can use.
+	type opened struct {
+		r      *repo.Repo
+		ctx    context.Context
+		unlock func()
+		err    error
+		t      time.Time
 	}
+	openc := make(chan opened, 1)
+	go func() {
+		var o opened
+		o.r, o.err = p.Opening.Wait(ctx)
+		o.ctx = ctx
+		if o.err == nil && p.Lock != nil {
+			o.ctx, o.unlock, o.err = p.Lock(ctx, o.r)
+		}
+		o.t = time.Now()
+		openc <- o
+	}()
+	var r *repo.Repo
+	var unlock func()
+	waited := false
 	defer func() {
-		for _, u := range unlocks {
-			u()
+		if !waited {
+			// Returning early: the lock may still be being taken, and
+			// the caller closes the repository after this returns.
+			o := <-openc
+			unlock = o.unlock
+		}
+		if unlock != nil {
+			unlock()
 		}
 	}()
+	wait := func() error {
+		t := time.Now()
+		o := <-openc
+		waited = true
+		if o.err != nil {
+			return o.err
+		}
+		r, ctx, unlock = o.r, o.ctx, o.unlock
+		if o.t.After(t) {
+			res.Phases["open"] = float64(o.t.Sub(t).Microseconds()) / 1000 // waited for
+		}
+		return nil
+	}
 	pol := p.Opening.Polynomial
 	if pol == 0 {
 		if err := wait(); err != nil {

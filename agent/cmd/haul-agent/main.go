@@ -18,8 +18,10 @@ import (
 )
 
 func main() {
-	// The VPS is small: keep the heap near what one chunk in flight needs.
-	debug.SetMemoryLimit(48 << 20)
+	// The VPS is small: keep the heap near what the chunks in flight need
+	// (the chunker's 8 MiB buffer, chunkBudget, zstd's window); with a
+	// higher limit the GC lets garbage grow the resident set to it.
+	debug.SetMemoryLimit(32 << 20)
 	// A write to a closed stdout must return EPIPE, not kill the agent in
 	// the middle of a freeze.
 	signal.Ignore(syscall.SIGPIPE)
