@@ -64,7 +64,8 @@ func (s *session) sameContent(ctx context.Context, n *proto.Node) (restic.IDs, e
 		return nil, fmt.Errorf("%w: agent marked file %q unchanged since the walk of snapshot %s, which has no file of %d bytes there; "+
 			"the next backup asks for every chunk list", proto.ErrFrame, n.Name, s.known.baseSnap.Str(), n.Size)
 	}
-	return append(restic.IDs(nil), pn.Content...), nil
+	// Never nil: restic's check rejects a file whose content is null.
+	return append(make(restic.IDs, 0, len(pn.Content)), pn.Content...), nil
 }
 
 // parentTree returns the entries of the base snapshot's directory that

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
 )
@@ -18,6 +19,8 @@ import (
 // on either side still get and send full lists.
 func TestUnchangedFilesWithoutChunkLists(t *testing.T) {
 	data, cfg, dir := deltaFixture(t)
+	// An empty file: its content must stay an empty list, never null.
+	must(t, os.WriteFile(filepath.Join(data, "empty"), nil, 0o644))
 	cache := t.TempDir()
 	run := func(p peer, maxVersion int) *backup.Result {
 		t.Helper()
@@ -30,10 +33,14 @@ func TestUnchangedFilesWithoutChunkLists(t *testing.T) {
 		t.Fatalf("first run: %d files marked same, walk %q", first.Manifest.Same, first.Manifest.Walk)
 	}
 	second := run(agentVersion(cfg, 0), 0)
-	if second.Manifest.Same != 2 || second.ChunksWanted != 0 {
-		t.Fatalf("no-change run: %d of 2 files marked same, %d chunks wanted", second.Manifest.Same, second.ChunksWanted)
+	if second.Manifest.Same != 3 || second.ChunksWanted != 0 {
+		t.Fatalf("no-change run: %d of 3 files marked same, %d chunks wanted", second.Manifest.Same, second.ChunksWanted)
 	}
 	verifyRestore(t, dir, data)
+	// The stock restic CLI accepts the trees made from same nodes.
+	pw := filepath.Join(t.TempDir(), "password")
+	must(t, os.WriteFile(pw, []byte(password), 0o600))
+	testenv.Restic(t, dir, pw, "check", "--read-data")
 
 	// One file changes: it lists its chunks, the other does not.
 	lf, err := os.OpenFile(filepath.Join(data, "access.log"), os.O_APPEND|os.O_WRONLY, 0)
@@ -41,7 +48,7 @@ func TestUnchangedFilesWithoutChunkLists(t *testing.T) {
 	_, _ = lf.WriteString(strings.Repeat("POST /api/v1/login 401\n", 3000))
 	must(t, lf.Close())
 	third := run(agentVersion(cfg, 0), 0)
-	if third.Manifest.Same != 1 || third.ChunksWanted == 0 {
+	if third.Manifest.Same != 2 || third.ChunksWanted == 0 {
 		t.Fatalf("one file changed: %d files marked same, %d chunks wanted", third.Manifest.Same, third.ChunksWanted)
 	}
 	verifyRestore(t, dir, data)
@@ -54,7 +61,7 @@ func TestUnchangedFilesWithoutChunkLists(t *testing.T) {
 		}
 	}
 	// Back at version 3, the base walk is the one an older session left.
-	if res := run(agentVersion(cfg, 0), 0); res.Manifest.Same != 2 {
+	if res := run(agentVersion(cfg, 0), 0); res.Manifest.Same != 3 {
 		t.Fatalf("after older sessions: %d files same", res.Manifest.Same)
 	}
 	verifyRestore(t, dir, data)
