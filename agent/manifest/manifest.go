@@ -428,6 +428,9 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 	}
 }
 
+// chunkBuf is the chunker's buffer: twice restic's average chunk.
+const chunkBuf = 2 << 20
+
 // read chunks a file and hashes its blocks for deltas, in one pass.
 func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	f, err := longpath.Open(w.abs(rel))
@@ -436,7 +439,10 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	}
 	defer f.Close()
 	if w.buf == nil {
-		w.buf = make([]byte, chunker.MaxSize)
+		// Chunks average 1 MiB; for the rare larger one the chunker
+		// appends into a grown copy, which is garbage after it (the
+		// buffer is not kept at 8 MiB).
+		w.buf = make([]byte, 0, chunkBuf)
 	}
 	w.Stats.FilesRead++
 	var refs []proto.ChunkRef
@@ -452,6 +458,7 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 		}
 		w.Stats.BytesRead += int64(c.Length)
 		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
+
 	}
 	return refs, bh.finish(), nil
 }
