@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/agent/restore"
 	"io"
 	"os"
 	"os/exec"
@@ -175,6 +176,7 @@ func recoverMarker(ctx context.Context, cfg *Config, pid int, reason string, log
 	if m.PID != pid {
 		return nil
 	}
+	finishSwapIfIdle(ctx, cfg, logf)
 	logf("%s: resuming %s", reason, describeTargets(m.Targets))
 	opts := quiesce.Options{Mode: m.Mode, DockerHost: m.DockerHost, Timeout: cfg.Quiesce.Timeout.Or(30 * time.Second)}
 	rctx, cancel := context.WithTimeout(ctx, opts.Timeout*time.Duration(len(m.Targets)+2))
@@ -188,6 +190,25 @@ func recoverMarker(ctx context.Context, cfg *Config, pid int, reason string, log
 	}
 	logf("resumed %s", describeTargets(m.Targets))
 	return nil
+}
+
+// finishSwapIfIdle rolls forward a restore's swap that the dead agent was
+// killed in, before its containers are started on the data: unless a live
+// session holds the state dir's lock (it finishes the swap itself when it
+// starts). A failure is logged, not returned: the containers come back
+// either way, and the journal is kept for the next try.
+func finishSwapIfIdle(ctx context.Context, cfg *Config, logf func(string, ...any)) {
+	l, err := flock.Acquire(ctx, cfg.lockPath(), flock.Options{Wait: 0})
+	if err != nil {
+		if _, jerr := os.Stat(cfg.restoreHost().SwapJournal); jerr == nil {
+			logf("an interrupted restore swap is left (%s); the session holding %s finishes it", cfg.restoreHost().SwapJournal, cfg.lockPath())
+		}
+		return
+	}
+	defer l.Unlock()
+	if err := restore.FinishSwap(cfg.restoreHost(), logf); err != nil {
+		logf("finishing an interrupted restore swap failed (the next restore retries): %v", err)
+	}
 }
 
 func describeTargets(ts []quiesce.Target) string {

@@ -12,6 +12,9 @@ import (
 
 	"github.com/haulproject/haul/agent/mirror"
 	"github.com/haulproject/haul/agent/quiesce"
+	"github.com/haulproject/haul/agent/restore"
+	"github.com/haulproject/haul/internal/atomicfile"
+	"golang.org/x/sys/unix"
 )
 
 // The guard resumes through the real quiesce code; its targets here are
@@ -186,5 +189,74 @@ func TestFreezeRecoversLeftover(t *testing.T) {
 	_, _, _, err := Freeze(context.Background(), q, cfg, nil)
 	if err == nil || !strings.Contains(err.Error(), "still holds the freeze marker") || q.got() != "" {
 		t.Fatalf("err %v, calls %q", err, q.got())
+	}
+}
+
+// TestRecoverFinishesInterruptedSwap: an agent killed mid-swap of a
+// restore (first data path exchanged, second not) leaves its freeze marker;
+// recover rolls the swap forward on both paths before it starts the
+// containers on the data, and says so in its log.
+func TestRecoverFinishesInterruptedSwap(t *testing.T) {
+	calls := standInSystemctl(t)
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	cfg, err := ParseConfig([]byte(`{"data_paths":["`+a+`","`+b+`"],"state_dir":"`+filepath.Join(dir, "state")+`",
+		"quiesce":{"mode":"stop","containers":["web"],"guard_timeout":"30s"}}`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		Live       string `json:"live"`
+		Staging    string `json:"staging"`
+		Prev       string `json:"prev"`
+		StagingIno uint64 `json:"staging_ino"`
+	}
+	var journal struct {
+		Entries []entry `json:"entries"`
+	}
+	for _, live := range []string{a, b} {
+		staging := live + restore.StagingSuffix
+		for _, d := range []struct{ dir, file string }{{live, "old"}, {staging, "new"}} {
+			if err := os.MkdirAll(d.dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d.dir, d.file), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(staging, &st); err != nil {
+			t.Fatal(err)
+		}
+		journal.Entries = append(journal.Entries, entry{live, staging, live + restore.PrevInfix + "20240101T000000.000Z", st.Ino})
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := atomicfile.WriteJSON(cfg.restoreHost().SwapJournal, &journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, journal.Entries[0].Staging, unix.AT_FDCWD, a, unix.RENAME_EXCHANGE); err != nil {
+		t.Fatalf("RENAME_EXCHANGE: %v", err)
+	}
+	writeTestMarker(t, cfg, "frozen.json", deadPID(t), 30*time.Second)
+	logf, log := logTo(t)
+	if acted, err := Recover(context.Background(), cfg, logf); err != nil || !acted {
+		t.Fatalf("Recover = %v, %v\n%s", acted, err, log)
+	}
+	for _, e := range journal.Entries {
+		if _, err := os.Stat(filepath.Join(e.Live, "new")); err != nil {
+			t.Errorf("%s is not the restored tree: %v", e.Live, err)
+		}
+		if _, err := os.Stat(filepath.Join(e.Prev, "old")); err != nil {
+			t.Errorf("old data of %s not kept: %v", e.Live, err)
+		}
+	}
+	l := log.String()
+	if fin, res := strings.Index(l, "finished an interrupted swap"), strings.Index(l, "resuming"); fin < 0 || res < fin {
+		t.Errorf("the swap was not finished before the containers were resumed:\n%s", l)
+	}
+	if got := readCalls(calls); got != wantStarts {
+		t.Errorf("calls %q, want %q", got, wantStarts)
 	}
 }

@@ -24,9 +24,6 @@ import (
 // streamed into staging beside the live data and swapped in, or a bare
 // TMark. See "Restore session" in proto/PROTOCOL.md.
 func (s *session) restore(ctx context.Context) error {
-	if err := restore.FinishSwap(s.Config.restoreHost(), s.logf); err != nil {
-		return err
-	}
 	t, p, err := s.next(ctx)
 	if err != nil {
 		return err

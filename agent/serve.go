@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/haulproject/haul/agent/restore"
 	"io"
 	"os"
 	"strconv"
@@ -208,6 +209,11 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
+	// A restore killed mid-swap is finished before anything else reads or
+	// freezes the data, so no session sees some paths restored and others not.
+	if err := restore.FinishSwap(s.Config.restoreHost(), s.logf); err != nil {
+		return err
+	}
 	if s.verb == VerbRestore {
 		return s.restore(ctx)
 	}

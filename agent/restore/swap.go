@@ -145,11 +145,15 @@ func unswapOne(e swapEntry, s swapState) error {
 	}
 }
 
-// FinishSwap completes a swap an earlier agent was killed in: where the
-// restored tree is live, the old data still under the staging name is
-// renamed to its *.prev-* name; where the data path is missing, the
-// restored tree is moved in; where nothing was swapped, the journal is
-// dropped and the staging copy is left for the next restore to remove.
+// FinishSwap completes a swap an earlier agent was killed in. The journal
+// is written only after every staging tree was verified, so a swap that had
+// begun on any data path is rolled forward on all of them: a host never
+// runs with some paths restored and others not. Where the restored tree is
+// live, the old data still under the staging name is renamed to its
+// *.prev-* name; where the data path is missing, the restored tree is moved
+// in; where the exchange had not happened yet, it is done now. Where
+// nothing was swapped anywhere, the journal is dropped and the staging
+// copies are left for the next restore to remove.
 func FinishSwap(h Host, logf func(string, ...any)) error {
 	b, err := os.ReadFile(h.SwapJournal)
 	if errors.Is(err, os.ErrNotExist) {
@@ -163,32 +167,98 @@ func FinishSwap(h Host, logf func(string, ...any)) error {
 		logf("warning: dropping unreadable swap journal %s: %v", h.SwapJournal, err)
 		return os.Remove(h.SwapJournal)
 	}
-	for _, e := range j.Entries {
-		var live unix.Stat_t
-		if err := unix.Lstat(e.Live, &live); errors.Is(err, unix.ENOENT) {
+	states := make([]journalState, len(j.Entries))
+	begun := false
+	for i, e := range j.Entries {
+		states[i] = classify(e)
+		if states[i] != notSwapped && states[i] != gone {
+			begun = true
+		}
+	}
+	if !begun {
+		return os.Remove(h.SwapJournal)
+	}
+	var errs []error
+	for i, e := range j.Entries {
+		switch states[i] {
+		case notSwapped:
+			// Killed before this path's turn: the others are restored, so
+			// this one is too.
+			s, err := swapOne(e)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("finish an interrupted swap: swap %s: %w", e.Live, err))
+				continue
+			}
+			if s.exchanged {
+				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+					errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Prev, err))
+					continue
+				}
+			}
+			logf("finished an interrupted swap: %s restored (previous data, if any, kept as %s)", e.Live, e.Prev)
+		case halfRenamed:
 			// Killed between the two renames of a file system without
 			// RENAME_EXCHANGE: the old data is already at its *.prev-*
 			// name, the verified restored tree still under staging.
-			if _, perr := os.Lstat(e.Prev); perr == nil {
-				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
-					return proto.Errorf(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Live, err)
-				}
-				logf("finished an interrupted swap of %s (previous data kept as %s)", e.Live, e.Prev)
+			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
+				errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Live, err))
+				continue
 			}
-			continue
+			logf("finished an interrupted swap of %s (previous data kept as %s)", e.Live, e.Prev)
+		case exchanged:
+			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+				errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Prev, err))
+				continue
+			}
+			logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
+		case gone:
+			// Nothing to roll forward with; the next restore stages anew.
+			logf("warning: an interrupted swap's restored tree for %s is neither live nor at %s; %s was left as it is (restore again to replace it)", e.Live, e.Staging, e.Live)
 		}
-		if err != nil || live.Ino != e.StagingIno {
-			continue // the exchange did not happen here
-		}
-		if _, err := os.Lstat(e.Staging); err != nil {
-			continue
-		}
-		if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
-			return proto.Errorf(proto.CodeIO, "finish an interrupted swap: rename %s to %s: %v", e.Staging, e.Prev, err)
-		}
-		logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
+	}
+	for _, e := range j.Entries {
+		_ = atomicfile.SyncDir(filepath.Dir(e.Live))
+	}
+	if len(errs) > 0 {
+		// The journal stays, so the next restore or recover tries again.
+		return proto.Errorf(proto.CodeIO, "%v", errors.Join(errs...))
 	}
 	return os.Remove(h.SwapJournal)
+}
+
+// journalState is where one journal entry's swap got to.
+type journalState int
+
+const (
+	notSwapped  journalState = iota // the restored tree is still under staging, the old data live
+	exchanged                       // the restored tree is live, the old data under staging
+	halfRenamed                     // the old data is at *.prev-*, the restored tree under staging, nothing live
+	swapped                         // the restored tree is live, nothing left to do
+	gone                            // the restored tree is nowhere to be found
+)
+
+func classify(e swapEntry) journalState {
+	isStaged := func(path string) bool {
+		var s unix.Stat_t
+		return unix.Lstat(path, &s) == nil && s.Ino == e.StagingIno
+	}
+	var live unix.Stat_t
+	lerr := unix.Lstat(e.Live, &live)
+	_, serr := os.Lstat(e.Staging)
+	switch {
+	case lerr == nil && live.Ino == e.StagingIno && serr == nil:
+		return exchanged
+	case lerr == nil && live.Ino == e.StagingIno:
+		return swapped
+	case errors.Is(lerr, unix.ENOENT) && isStaged(e.Staging):
+		if _, perr := os.Lstat(e.Prev); perr == nil {
+			return halfRenamed
+		}
+		return notSwapped // a data path that had no data before
+	case lerr == nil && isStaged(e.Staging):
+		return notSwapped
+	}
+	return gone
 }
 
 // PrunePrevious removes the oldest *.prev-* copies of each data path beyond

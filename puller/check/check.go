@@ -11,12 +11,14 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/haulproject/haul/puller/internal/restic/checker"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/repository"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
+	"github.com/haulproject/haul/puller/internal/restic/ui/progress"
 	"github.com/haulproject/haul/puller/repo"
 )
 
@@ -28,7 +30,22 @@ type Options struct {
 	ReadDataSubset string
 	// Logf receives one line per phase and per problem; nil discards.
 	Logf func(format string, args ...any)
+	// Progress follows the check for a live display (nil: none): the
+	// snapshots whose trees are checked, and with read data the pack bytes
+	// read and the packs done of those chosen.
+	Progress Progress
 }
+
+// Progress follows a check for a live display (runlog.Host).
+type Progress interface {
+	Phase(name string)
+	// Unit names what the second count counts ("snapshots", "packs").
+	Unit(name string)
+	Counts(doneBytes, totalBytes, doneItems, totalItems int64)
+}
+
+// progressInterval is how often the checker's counters are passed on.
+const progressInterval = 250 * time.Millisecond
 
 // Result is a check's outcome; its JSON is documented in
 // docs/operations.md.
@@ -99,7 +116,30 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 	_ = r.List(ctx, restic.SnapshotFile, func(restic.ID, int64) error { res.Snapshots++; return nil })
 
+	prog := opts.Progress
+	phase := func(name, unit string) {
+		if prog != nil {
+			prog.Phase(name)
+			prog.Unit(unit)
+		}
+	}
+	// counter passes a checker's item count on to prog (nil: no progress,
+	// which the checker accepts).
+	counter := func(bytes func(v, max uint64) (int64, int64)) *progress.Counter {
+		if prog == nil {
+			return nil
+		}
+		return progress.NewCounter(progressInterval, 0, func(v, max uint64, _ time.Duration, _ bool) {
+			done, total := int64(0), int64(-1)
+			if bytes != nil {
+				done, total = bytes(v, max)
+			}
+			prog.Counts(done, total, int64(v), int64(max))
+		})
+	}
+
 	logf("load indexes")
+	phase("load index", "files")
 	hints, errs := chkr.LoadIndex(ctx, nil)
 	for _, h := range hints {
 		var dup *repository.ErrDuplicatePacks
@@ -119,6 +159,7 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 
 	logf("check all packs")
+	phase("check packs", "packs")
 	errc := make(chan error)
 	go chkr.Packs(ctx, errc)
 	for err := range errc {
@@ -137,8 +178,10 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 	}
 
 	logf("check snapshots, trees and blobs")
+	phase("check snapshots", "snapshots")
+	trees := counter(nil)
 	errc = make(chan error)
-	go chkr.Structure(ctx, nil, errc)
+	go chkr.Structure(ctx, trees, errc)
 	for err := range errc {
 		var te *checker.TreeError
 		if errors.As(err, &te) {
@@ -149,11 +192,27 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 		}
 		fail("%v", err)
 	}
+	trees.Done()
 	if ctx.Err() != nil || res.ReadData == "none" {
 		return done()
 	}
 
 	logf("read %s of the data", res.ReadData)
+	phase("read data", "packs")
+	// The checker counts packs; the bytes are those read from the
+	// backend since this phase began, of the chosen packs' sizes (a pack
+	// re-read after an error can count twice: capped at the total).
+	var readTotal atomic.Int64
+	readTotal.Store(-1)
+	readBase := r.PackBytesRead()
+	packsRead := counter(func(uint64, uint64) (int64, int64) {
+		total := readTotal.Load()
+		done := r.PackBytesRead() - readBase
+		if total >= 0 {
+			done = min(done, total)
+		}
+		return done, total
+	})
 	errc = make(chan error)
 	go chkr.ReadPacks(ctx, func(packs map[restic.ID]int64) map[restic.ID]int64 {
 		res.PacksTotal = len(packs)
@@ -161,11 +220,17 @@ func Run(ctx context.Context, r *repo.Repo, opts Options) (*Result, error) {
 			packs = randomShare(packs, subset)
 		}
 		res.PacksRead = len(packs)
+		var sum int64
+		for _, size := range packs {
+			sum += size
+		}
+		readTotal.Store(sum)
 		return packs
-	}, nil, errc)
+	}, packsRead, errc)
 	for err := range errc {
 		fail("%v", err)
 	}
+	packsRead.Done()
 	return done()
 }
 

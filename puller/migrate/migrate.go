@@ -15,6 +15,7 @@ import (
 	"github.com/haulproject/haul/puller/pull"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
+	"github.com/haulproject/haul/puller/runlog"
 )
 
 // Result is a migration's outcome (`haul migrate --json`).
@@ -42,6 +43,10 @@ type Options struct {
 	// snapshot on To, shows the mapping, and changes nothing.
 	DryRun bool
 	Logf   func(format string, args ...any)
+	// Log, when set, shows each step (the backup of From, the restore
+	// onto To, the verifying backup of To) on its progress line, one
+	// entry per step.
+	Log *runlog.Log
 }
 
 // Run migrates opts.From's data onto opts.To through repository r, one
@@ -53,10 +58,32 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	// step starts a step's entry on the progress line (nil: none); done
+	// ends it.
+	step := func(host string) (*runlog.Host, func()) {
+		if opts.Log == nil {
+			return nil, func() {}
+		}
+		h := opts.Log.Host(host)
+		return h, h.Done
+	}
 	start := time.Now()
 	out := &Result{From: from.Name, To: to.Name, DryRun: opts.DryRun}
 	ropts := opts.Restore
 	ropts.Logf = logf
+	restoreOnto := func(sn *repo.Snapshot) (*restore.AgentResult, error) {
+		h, done := step(to.Name)
+		defer done()
+		if h != nil {
+			ropts.Progress = h
+		}
+		return pull.RestoreOnto(ctx, cfg, r, sn, to, ropts)
+	}
+	backupOf := func(h *config.Host, tag string) (*backup.Result, error) {
+		p, done := step(h.Name)
+		defer done()
+		return pull.Host(ctx, cfg, h, pull.HostOptions{Tags: []string{tag}, Logf: logf, Repo: r, Progress: p})
+	}
 	var err error
 	if opts.DryRun {
 		sn, err := r.Find(ctx, from.Name, "latest")
@@ -64,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 			return out, fmt.Errorf("migrate --dry-run uses %s's latest snapshot: %w; back it up first with `haul backup --host %s`", from.Name, err, from.Name)
 		}
 		ropts.DryRun = true
-		out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, ropts)
+		out.Restore, err = restoreOnto(sn)
 		if err != nil {
 			return out, fmt.Errorf("migrate --dry-run: %w", err)
 		}
@@ -76,7 +103,7 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 	// session opens, before To receives anything: a wrong map costs only
 	// this backup, which is a snapshot like any other.
 	logf("migrate %s → %s: backing up %s", from.Name, to.Name, from.Name)
-	out.Backup, err = pull.Host(ctx, cfg, from, pull.HostOptions{Tags: []string{"migrate"}, Logf: logf, Repo: r})
+	out.Backup, err = backupOf(from, "migrate")
 	if err != nil {
 		return out, fmt.Errorf("migrate: backup of %s: %w; nothing was changed on %s", from.Name, err, to.Name)
 	}
@@ -86,14 +113,14 @@ func Run(ctx context.Context, cfg *config.Config, r *repo.Repo, opts Options) (*
 		return out, err
 	}
 	ropts.NoMarker = true
-	out.Restore, err = pull.RestoreOnto(ctx, cfg, r, sn, to, ropts)
+	out.Restore, err = restoreOnto(sn)
 	if err != nil {
 		return out, fmt.Errorf("migrate: %w", err)
 	}
 	out.Mapping = out.Restore.Mapping
 
 	logf("%s: backing up to verify the restored data", to.Name)
-	out.Verify, err = pull.Host(ctx, cfg, to, pull.HostOptions{Tags: []string{"migrate-verify"}, Logf: logf, Repo: r})
+	out.Verify, err = backupOf(to, "migrate-verify")
 	if err != nil {
 		return out, fmt.Errorf("migrate: verification backup of %s: %w; %s is NOT marked ready", to.Name, err, to.Name)
 	}

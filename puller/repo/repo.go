@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,6 +35,46 @@ type Repo struct {
 	Backend backend.Backend
 	// noIndex: opened by OpenNoIndex; Lock leaves the index to the checker.
 	noIndex bool
+	// packBytes counts the pack-file bytes read through Backend.
+	packBytes *atomic.Int64
+}
+
+// PackBytesRead is how many bytes of pack files have been read so far
+// (a check's --read-data progress).
+func (r *Repo) PackBytesRead() int64 {
+	if r.packBytes == nil {
+		return 0
+	}
+	return r.packBytes.Load()
+}
+
+// countingBackend counts the pack bytes read through it.
+type countingBackend struct {
+	backend.Backend
+	n *atomic.Int64
+}
+
+func (b countingBackend) Load(ctx context.Context, h backend.Handle, length int, offset int64, fn func(rd io.Reader) error) error {
+	if h.Type != backend.PackFile {
+		return b.Backend.Load(ctx, h, length, offset, fn)
+	}
+	return b.Backend.Load(ctx, h, length, offset, func(rd io.Reader) error {
+		return fn(countingReader{rd, b.n})
+	})
+}
+
+// Unwrap lets restic find the backend below (backend.AsBackend).
+func (b countingBackend) Unwrap() backend.Backend { return b.Backend }
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 // ErrNoRepository means there is no repository at the path yet.
@@ -64,10 +105,12 @@ func openExisting(ctx context.Context, path, password string, loadIndex bool) (*
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", path, err)
 	}
-	r, err := open(ctx, sema.NewBackend(be), path, password, nil, false)
+	packBytes := new(atomic.Int64)
+	r, err := open(ctx, countingBackend{sema.NewBackend(be), packBytes}, path, password, nil, false)
 	if err != nil {
 		return nil, err
 	}
+	r.packBytes = packBytes
 	if !loadIndex {
 		r.noIndex = true
 		return r, nil

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haulproject/haul/internal/escape"
@@ -43,7 +44,18 @@ type AgentOptions struct {
 	AllowSpecial bool
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// Progress follows the restore for a live display (nil: none):
+	// "connect", "tree" (files and bytes of the snapshot sent), "transfer"
+	// (chunk bytes and chunks sent of those the agent asked for), then
+	// "verify+swap" (or "verify" for a dry run) while the agent finishes.
+	Progress Progress
 }
+
+type noProgress struct{}
+
+func (noProgress) Phase(string)                      {}
+func (noProgress) Unit(string)                       {}
+func (noProgress) Counts(int64, int64, int64, int64) {}
 
 // AgentResult summarises a restore onto an agent.
 type AgentResult struct {
@@ -79,6 +91,11 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	prog := opts.Progress
+	if prog == nil {
+		prog = noProgress{}
+	}
+	prog.Phase("connect")
 	start := time.Now()
 	res = &AgentResult{Snapshot: sn.ID.String(), SnapshotHost: sn.Hostname, Paths: sn.Paths, DryRun: opts.DryRun, Phases: map[string]float64{}}
 	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
@@ -95,7 +112,7 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 	phase("connect", t)
 	ctx, cancel := context.WithCancel(ctx)
 	s := &agentSession{
-		repo: r, sn: sn, opts: opts, res: res, logf: logf, cancel: cancel,
+		repo: r, sn: sn, opts: opts, res: res, logf: logf, cancel: cancel, prog: prog,
 		conn: sess.Conn, hello: sess.Reply,
 		content: map[proto.ID]bool{},
 		queue:   newIDQueue(ctx),
@@ -120,6 +137,7 @@ type agentSession struct {
 	opts   AgentOptions
 	res    *AgentResult
 	logf   func(string, ...any)
+	prog   Progress
 	cancel context.CancelFunc
 	conn   *proto.Conn
 	hello  proto.HelloReply
@@ -135,6 +153,14 @@ type agentSession struct {
 	treeOnce sync.Once
 	queue    *idQueue
 	end      proto.ManifestEnd
+	// treeBytes and treeFiles are the tree phase's totals, from the
+	// snapshot's summary (-1: not known).
+	treeBytes, treeFiles int64
+
+	// What the agent asked for (the reader adds, the sender reads): all
+	// of it once wantsDone.
+	wantChunks, wantBytes atomic.Int64
+	wantsDone             atomic.Bool
 
 	mu       sync.Mutex
 	firstErr error
@@ -188,6 +214,11 @@ func (s *agentSession) run(ctx context.Context) error {
 
 	t := time.Now()
 	s.logf("%s: streaming the tree of snapshot %s", s.target(), s.sn.ID.Str())
+	s.treeBytes, s.treeFiles = -1, -1
+	if sum := s.sn.Summary; sum != nil && s.wholeSnapshot() {
+		s.treeBytes, s.treeFiles = int64(sum.TotalBytesProcessed), int64(sum.TotalFilesProcessed)
+	}
+	s.prog.Phase("tree")
 	err := s.sendTree(ctx)
 	s.treeDone()
 	s.res.Phases["tree"] = float64(time.Since(t).Microseconds()) / 1000
@@ -195,8 +226,14 @@ func (s *agentSession) run(ctx context.Context) error {
 		s.fail(err)
 	} else {
 		t = time.Now()
+		s.prog.Phase("transfer")
+		s.prog.Unit("chunks")
 		if err := s.sendChunks(ctx); err != nil {
 			s.fail(err)
+		} else if s.opts.DryRun {
+			s.prog.Phase("verify")
+		} else {
+			s.prog.Phase("verify+swap")
 		}
 		s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
 	}
@@ -211,6 +248,20 @@ func (s *agentSession) run(ctx context.Context) error {
 	}
 	s.res.Outcome = *s.result
 	return nil
+}
+
+// wholeSnapshot says whether the tree sent is all of the snapshot (each
+// of its paths onto itself or mapped whole), so its summary's totals are
+// the tree's; a map from a directory below a path sends part of it.
+func (s *agentSession) wholeSnapshot() bool {
+	if s.mapping.Identity() {
+		return true
+	}
+	from := make([]string, len(s.mapping.Maps))
+	for i, p := range s.mapping.Maps {
+		from[i] = p.From
+	}
+	return slices.Equal(cleanPaths(from), cleanPaths(s.sn.Paths))
 }
 
 func (s *agentSession) treeDone() { s.treeOnce.Do(func() { close(s.treeSent) }) }
@@ -275,6 +326,7 @@ func (s *agentSession) read(ctx context.Context) {
 		switch t {
 		case proto.TRestoreWant:
 			if len(p) == 0 {
+				s.wantsDone.Store(true)
 				s.queue.close()
 				continue
 			}
@@ -300,7 +352,11 @@ func (s *agentSession) read(ctx context.Context) {
 					return
 				}
 				s.content[id] = false
+				if size, ok := s.repo.LookupBlobSize(restic.DataBlob, restic.ID(id)); ok {
+					s.wantBytes.Add(int64(size))
+				}
 			}
+			s.wantChunks.Add(int64(len(ids)))
 			s.queue.push(ids)
 		case proto.TRestoreResult:
 			var r proto.RestoreResult
@@ -406,6 +462,7 @@ func (s *agentSession) sendDir(ctx context.Context, id restic.ID, path string) e
 				s.content[c.ID] = true
 				s.end.Chunks++
 			}
+			s.prog.Counts(s.end.Bytes, s.treeBytes, s.end.Files, s.treeFiles)
 		case proto.NodeDir:
 			s.end.Dirs++
 			if dn.Subtree == nil {
@@ -637,6 +694,7 @@ func (s *agentSession) sendChunks(ctx context.Context) error {
 		}
 		s.res.ChunksSent++
 		s.res.ChunkBytes += int64(f.plain)
+		s.transferCounts()
 	}
 	if werr != nil {
 		return werr
@@ -649,6 +707,16 @@ func (s *agentSession) sendChunks(ctx context.Context) error {
 	}
 	s.logf("%s: %d chunks sent (%d bytes); the agent verifies and swaps", s.target(), s.res.ChunksSent, s.res.ChunkBytes)
 	return s.conn.Send(proto.TRestoreCommit, &proto.RestoreCommit{})
+}
+
+// transferCounts reports the chunks sent of those asked for; totals once
+// the agent's wants have ended.
+func (s *agentSession) transferCounts() {
+	if s.wantsDone.Load() {
+		s.prog.Counts(s.res.ChunkBytes, s.wantBytes.Load(), s.res.ChunksSent, s.wantChunks.Load())
+	} else {
+		s.prog.Counts(s.res.ChunkBytes, -1, s.res.ChunksSent, -1)
+	}
 }
 
 func (s *agentSession) loadChunks(ctx context.Context, out chan<- chunkFrame) error {

@@ -44,6 +44,9 @@ type LocalOptions struct {
 // Progress follows a restore for a live display (runlog.Host).
 type Progress interface {
 	Phase(name string)
+	// Unit names what the second count counts ("files" until the next
+	// Phase; an agent restore's transfer counts "chunks").
+	Unit(name string)
 	Counts(doneBytes, totalBytes, doneFiles, totalFiles int64)
 }
 

@@ -33,6 +33,7 @@ type Log struct {
 	stop   chan struct{}
 	done   chan struct{}
 	drawn  bool
+	closed bool // no more progress lines: Close was called
 
 	closeOnce sync.Once
 }
@@ -71,7 +72,8 @@ func (l *Log) Errorf(format string, args ...any) { l.event(nil, true, format, ar
 // Tail returns the last lines of the whole run.
 func (l *Log) Tail() string { return l.tail.String() }
 
-// Close stops the progress line and clears it. It may be called again.
+// Close stops the progress line and clears it; events logged after it
+// are still printed. It may be called again.
 func (l *Log) Close() {
 	if l.bar == nil {
 		return
@@ -81,7 +83,12 @@ func (l *Log) Close() {
 		<-l.done
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		// The last counts of a host still running, drawn once as Phase
+		// does, so a phase that ends between two ticks shows how far it
+		// got; then the line is cleared for what follows.
+		l.drawBar()
 		l.clearBar()
+		l.closed = true
 	})
 }
 
@@ -122,9 +129,11 @@ type Host struct {
 	// total < 0: not known yet (the manifest is still streaming).
 	doneBytes, totalBytes atomic.Int64
 	doneFiles, totalFiles atomic.Int64
+	unit                  atomic.Value // string: what the second count counts ("files")
 	phaseStart            atomic.Int64 // unix ns
 
-	rate rateWindow // guarded by log.mu
+	rate     rateWindow // bytes; guarded by log.mu
+	itemRate rateWindow // files (or the phase's unit) when no bytes are counted
 }
 
 // rateWindow is a moving-window rate: the bytes done over the last
@@ -166,6 +175,7 @@ func (w *rateWindow) perSecond() float64 {
 func (l *Log) Host(name string) *Host {
 	h := &Host{log: l, Name: name, tail: NewTail(100, 8<<10), start: time.Now()}
 	h.phase.Store("waiting")
+	h.unit.Store("files")
 	h.phaseStart.Store(h.start.UnixNano())
 	h.totalBytes.Store(-1)
 	h.totalFiles.Store(-1)
@@ -184,10 +194,10 @@ func (h *Host) Errorf(format string, args ...any) { h.log.event(h, true, format,
 // Tail returns the last lines logged for this host.
 func (h *Host) Tail() string { return h.tail.String() }
 
-// Phase sets what the progress line shows for the host; the counts of the
-// previous phase are dropped. A phase that counted something is drawn once
-// more as it ended first, so one that finishes between two ticks (a small
-// restore) still shows how far it got.
+// Phase sets what the progress line shows for the host and draws it; the
+// counts of the previous phase are dropped. A phase that counted something
+// is drawn once more as it ended first, so one that finishes between two
+// ticks (a small restore) still shows how far it got.
 func (h *Host) Phase(p string) {
 	h.log.mu.Lock()
 	defer h.log.mu.Unlock()
@@ -200,8 +210,16 @@ func (h *Host) Phase(p string) {
 	h.doneFiles.Store(0)
 	h.totalBytes.Store(-1)
 	h.totalFiles.Store(-1)
+	h.unit.Store("files")
 	h.rate = rateWindow{}
+	h.itemRate = rateWindow{}
+	h.log.drawBar() // the new phase shows at once, however short it is
 }
+
+// Unit names what the phase's second count counts: "files" unless said
+// otherwise (a check reads "packs", a restore's transfer sends "chunks").
+// Phase resets it.
+func (h *Host) Unit(name string) { h.unit.Store(name) }
 
 // Counts reports the phase's progress: bytes and files done, and their
 // totals (negative: not known yet).
@@ -238,7 +256,7 @@ var spinner = []string{"|", "/", "-", "\\"}
 
 // drawBar redraws the progress line; l.mu is held.
 func (l *Log) drawBar() {
-	if l.bar == nil {
+	if l.bar == nil || l.closed {
 		return
 	}
 	var parts []string
@@ -268,6 +286,7 @@ func (h *Host) line(now time.Time) string {
 	elapsed := now.Sub(time.Unix(0, h.phaseStart.Load()))
 	done, total := h.doneBytes.Load(), h.totalBytes.Load()
 	files, totalFiles := h.doneFiles.Load(), h.totalFiles.Load()
+	unit := h.unit.Load().(string)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s %s", h.Name, phase, Clock(elapsed))
 	if done == 0 && total < 0 && files == 0 && totalFiles < 0 {
@@ -275,6 +294,24 @@ func (h *Host) line(now time.Time) string {
 		// connection has carried, which says it is alive.
 		if w := h.bytes.Load(); w > 0 {
 			fmt.Fprintf(&b, " wire %s", HumanBytes(w))
+		}
+		return b.String()
+	}
+	if done == 0 && total < 0 {
+		// Only items are counted (a check's trees): their share, and an
+		// ETA from their own moving rate.
+		h.itemRate.add(now, files)
+		if totalFiles >= 0 {
+			pct := 100.0
+			if totalFiles > 0 {
+				pct = 100 * float64(files) / float64(totalFiles)
+			}
+			fmt.Fprintf(&b, " %d/%d %s %.0f%%", files, totalFiles, unit, pct)
+		} else {
+			fmt.Fprintf(&b, " %d %s", files, unit)
+		}
+		if r := h.itemRate.perSecond(); totalFiles >= 0 && r > 0 && files < totalFiles {
+			fmt.Fprintf(&b, " ETA %s", Clock(time.Duration(float64(totalFiles-files)/r*float64(time.Second))))
 		}
 		return b.String()
 	}
@@ -289,9 +326,9 @@ func (h *Host) line(now time.Time) string {
 		fmt.Fprintf(&b, " %s", HumanBytes(done))
 	}
 	if totalFiles >= 0 {
-		fmt.Fprintf(&b, " %d/%d files", files, totalFiles)
+		fmt.Fprintf(&b, " %d/%d %s", files, totalFiles, unit)
 	} else if files > 0 {
-		fmt.Fprintf(&b, " %d files", files)
+		fmt.Fprintf(&b, " %d %s", files, unit)
 	}
 	rate := h.rate.perSecond()
 	if rate > 0 {

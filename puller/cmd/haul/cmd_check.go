@@ -41,7 +41,8 @@ var cmdCheck = &cli.Command{
 			return configFailure(err)
 		}
 		defer unlock()
-		res, err := check.Run(lctx, r, check.Options{ReadData: c.Bool("read-data"), ReadDataSubset: c.String("read-data-subset"), Logf: log.Logf})
+		res, err := check.Run(lctx, r, check.Options{ReadData: c.Bool("read-data"), ReadDataSubset: c.String("read-data-subset"), Logf: log.Logf, Progress: log.Host("check")})
+		log.Close() // the progress line is cleared before the result is printed
 		if err != nil {
 			return configFailure(err)
 		}

@@ -68,7 +68,9 @@ func runMigrate(c *cli.Context, opts migrateOptions) error {
 		return configFailure(fmt.Errorf("--from and --to are both %s; name the old and the new host", from.Name))
 	}
 	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
-		out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Restore: opts.Restore, DryRun: opts.DryRun, Logf: progress(c, opts.JSON)})
+		log := newRunLog(c) // events, and each step's progress on a terminal
+		out, err := migrate.Run(ctx, cfg, r, migrate.Options{From: from, To: to, Restore: opts.Restore, DryRun: opts.DryRun, Logf: log.Logf, Log: log})
+		log.Close()
 		if err != nil {
 			if opts.JSON && out != nil && out.Comparison != nil && !out.Comparison.Equal() {
 				_ = printJSON(c.App.Writer, out)

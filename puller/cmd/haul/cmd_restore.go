@@ -80,7 +80,8 @@ func runRestore(c *cli.Context) error {
 	ctx, cancel := signalContext(c)
 	defer cancel()
 	jsonOut := c.Bool("json")
-	logf := progress(c, jsonOut)
+	log := newRunLog(c) // events, and a progress line on a terminal
+	defer log.Close()
 
 	r, err := openRepo(ctx, cfg)
 	if err != nil {
@@ -94,8 +95,9 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	opts.DryRun, opts.Logf = c.Bool("dry-run"), logf
+	opts.DryRun, opts.Logf, opts.Progress = c.Bool("dry-run"), log.Logf, log.Host(target.Name)
 	res, err := pull.RestoreOnto(ctx, cfg, r, sn, target, opts)
+	log.Close() // the progress line is cleared before the result is printed
 	if err != nil {
 		return hostFailure(err)
 	}
