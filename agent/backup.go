@@ -15,6 +15,7 @@ import (
 	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 )
 
@@ -138,7 +139,10 @@ func (s *session) backup(ctx context.Context) error {
 			if err != nil {
 				return proto.Errorf(proto.CodeProtocol, "walk: %v", err)
 			}
-			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol, Exclude: excl}
+			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol, Exclude: excl,
+				// Unchanged files go without chunk lists only if the
+				// puller holds exactly the walk the bases come from.
+				SameAsBase: s.version >= proto.SameVersion && w.Base != "" && w.Base == cache.BaseWalk()}
 			queue = newWantQueue()
 			wg.Add(2)
 			go func() {
@@ -260,14 +264,51 @@ type outFrame struct {
 	// bye, when set, is the payload: the writer encodes it after filling
 	// in BytesSent, the count only the writer may read.
 	bye *proto.Bye
+	// done, when set, is called once the frame is written (or dropped):
+	// it hands the chunk buffers back and releases their budget.
+	done func()
 }
 
-// writer owns the output stream; it flushes whenever nothing else is
-// queued, so small frames are batched and large ones go out at once.
+// chunkBudget bounds the plain bytes of chunks between the sender and the
+// socket (queued or being written; a larger chunk takes the whole budget):
+// with chunks of up to 8 MiB and a queue of 4 frames the agent could
+// otherwise hold ~50 MiB of them. 4 MiB keeps a few average (1 MiB) chunks
+// in flight, enough to keep the connection busy.
+const chunkBudget = 4 << 20
+
+// freeBufs recycles the sender's chunk buffers, so a backup's garbage (and
+// with it the heap the GC lets grow) is not a gigabyte of one-off slices.
+// Only buffers up to 2 MiB are kept: a few, never a large idle reserve.
+var freeBufs = make(chan []byte, 6)
+
+func getBuf(n int) []byte {
+	select {
+	case b := <-freeBufs:
+		if cap(b) >= n {
+			return b[:n]
+		}
+	default:
+	}
+	return make([]byte, n, max(n, 1<<20))
+}
+
+func putBuf(b []byte) {
+	if cap(b) == 0 || cap(b) > 2<<20 {
+		return
+	}
+	select {
+	case freeBufs <- b:
+	default:
+	}
+}
+
 func (s *session) writer(out <-chan outFrame) error {
 	var err error
 	for f := range out {
 		if err != nil {
+			if f.done != nil {
+				f.done()
+			}
 			continue // drain so senders never block
 		}
 		if f.bye != nil {
@@ -281,6 +322,9 @@ func (s *session) writer(out <-chan outFrame) error {
 		err = s.conn.W.Write(f.t, f.parts...)
 		if err == nil && (len(out) == 0 || f.flush) {
 			err = s.conn.W.Flush()
+		}
+		if f.done != nil {
+			f.done()
 		}
 	}
 	if err == nil {
@@ -417,6 +461,8 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 		return err
 	}
 	defer enc.Close()
+	// Budgeted by plain length: an encoded chunk is never much larger.
+	budget := semaphore.NewWeighted(chunkBudget)
 	files := map[string]*os.File{}
 	defer func() {
 		for _, f := range files {
@@ -448,17 +494,33 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 				}
 				files[loc.Path] = f
 			}
-			plain := make([]byte, loc.Length)
+			n := min(int64(loc.Length), chunkBudget)
+			if err := budget.Acquire(ctx, n); err != nil {
+				return err
+			}
+			plain := getBuf(int(loc.Length))
 			if _, err := f.ReadAt(plain, loc.Offset); err != nil {
+				putBuf(plain)
+				budget.Release(n)
 				return proto.Errorf(proto.CodeIO, "read %s at %d: %v", loc.Path, loc.Offset, err)
 			}
 			if loc.Cached && proto.Hash(plain) != id {
+				putBuf(plain)
+				budget.Release(n)
 				return &staleChunkError{rel: loc.Rel, err: proto.Errorf(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
 			}
-			frame := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
+			frame, body, raw := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
+			if !raw {
+				putBuf(plain) // the frame holds the encoded copy only
+			}
+			frame.done = func() {
+				putBuf(body)
+				budget.Release(n)
+			}
 			select {
 			case out <- frame:
 			case <-ctx.Done():
+				frame.done()
 				return ctx.Err()
 			}
 			bye.ChunksSent++
@@ -471,18 +533,21 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 // version when the protocol allows, one exists and at most half the chunk
 // must be sent literally; otherwise whole, zstd-compressed unless that does
 // not make it smaller.
-func (s *session) chunkFrame(enc *zstd.Encoder, bases *manifest.Bases, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) outFrame {
+// It returns the frame, the buffer that holds its body, and whether that
+// is plain itself (a raw chunk).
+func (s *session) chunkFrame(enc *zstd.Encoder, bases *manifest.Bases, loc manifest.Location, id proto.ID, plain []byte, deltaOK bool, bye *proto.Bye) (outFrame, []byte, bool) {
 	if deltaOK && s.version >= proto.DeltaVersion {
 		if ops, literal := bases.Delta(loc, plain); ops != nil && literal <= len(plain)/2 {
 			raw := proto.AppendDeltaOps(nil, ops)
-			body := enc.EncodeAll(raw, make([]byte, 0, len(raw)/2+64))
+			body := enc.EncodeAll(raw, getBuf(len(raw)/2 + 64)[:0])
 			bye.Deltas++
-			return outFrame{t: proto.TDelta, parts: [][]byte{proto.DeltaHeader(id, len(plain), len(raw)), body}}
+			return outFrame{t: proto.TDelta, parts: [][]byte{proto.DeltaHeader(id, len(plain), len(raw)), body}}, body, false
 		}
 	}
-	hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
+	hdrEnc, body := proto.EncZstd, enc.EncodeAll(plain, getBuf(len(plain)/2 + 64)[:0])
 	if len(body) >= len(plain) {
-		hdrEnc, body = proto.EncRaw, plain
+		putBuf(body)
+		return outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, proto.EncRaw, len(plain)), plain}}, plain, true
 	}
-	return outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}
+	return outFrame{t: proto.TChunk, parts: [][]byte{proto.ChunkHeader(id, hdrEnc, len(plain)), body}}, body, false
 }

@@ -72,6 +72,9 @@ func WriteChart(w io.Writer, rep *Report) error {
 	img := image.NewRGBA(image.Rect(0, 0, width, height))
 	fillRect(img, 0, 0, width, height, white)
 	title := fmt.Sprintf("haul, rsync, restic, borg on a %s Pangolin-like tree", SizeName(rep.Options.Size))
+	if !rep.Link.Loopback() {
+		title += ", " + rep.Link.String()
+	}
 	drawText(img, (width-textWidth(title, 2))/2, 12, title, 2, ink)
 
 	// Legend.

@@ -37,7 +37,9 @@ type Env struct {
 
 	SSHD       *testenv.SSHD
 	Fwd        *Forwarder
-	KnownHosts string // pins sshd's host key at the forwarder's port
+	Link       Link      // the path every connection takes
+	LinkCheck  LinkCheck // what the link measured at set-up (shaped links)
+	KnownHosts string    // pins sshd's host key at the forwarder's port
 	User       string
 
 	keys    map[string]testenv.KeyPair
@@ -71,7 +73,10 @@ func buildRecorder(t testing.TB) string {
 // NewEnv sets up the machines under t's temporary directory, checks that
 // rsync, borg, ssh and sftp-server are installed (testenv.Require: fatal with CI set), and
 // starts sshd and the forwarder. The returned Env is closed by t's cleanup.
-func NewEnv(t testing.TB) *Env {
+func NewEnv(t testing.TB) *Env { return NewEnvLink(t, Link{}) }
+
+// NewEnvLink is NewEnv with every connection crossing link (see Link).
+func NewEnvLink(t testing.TB, link Link) *Env {
 	t.Helper()
 	testenv.Require(t, "rsync", "apt-get install rsync")
 	testenv.Require(t, "borg", "apt-get install borgbackup")
@@ -127,8 +132,18 @@ func NewEnv(t testing.TB) *Env {
 			borgServeHome, rec("nas"), e.Borg, filepath.Join(e.NAS, "borg"))},
 	}})
 	e.User = e.SSHD.User
+	target := e.SSHD.Addr
+	e.Link = link
+	if !link.Loopback() {
+		lc, err := MeasureLink(link)
+		if err != nil {
+			t.Fatalf("bench: check link %s: %v", link.Name(), err)
+		}
+		e.LinkCheck = lc
+		target = startLink(t, link, target)
+	}
 	var err error
-	e.Fwd, err = StartForwarder(e.SSHD.Addr)
+	e.Fwd, err = StartForwarderLink(target, link)
 	if err != nil {
 		t.Fatalf("bench: forwarder: %v", err)
 	}

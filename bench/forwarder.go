@@ -13,6 +13,7 @@ import (
 type Forwarder struct {
 	ln     net.Listener
 	target string
+	link   Link // RTT: added by pipe, half in each direction
 
 	up, down atomic.Int64 // client→server, server→client
 	open     atomic.Int64 // connections not yet closed
@@ -20,12 +21,16 @@ type Forwarder struct {
 }
 
 // StartForwarder listens on a free loopback port and forwards to target.
-func StartForwarder(target string) (*Forwarder, error) {
+func StartForwarder(target string) (*Forwarder, error) { return StartForwarderLink(target, Link{}) }
+
+// StartForwarderLink is StartForwarder that also adds link's round-trip
+// time (see Link); its rate is the kernel's to enforce.
+func StartForwarderLink(target string, link Link) (*Forwarder, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f := &Forwarder{ln: ln, target: target}
+	f := &Forwarder{ln: ln, target: target, link: link}
 	go f.accept()
 	return f, nil
 }
@@ -76,6 +81,10 @@ func (f *Forwarder) serve(c net.Conn) {
 	defer f.wg.Done()
 	defer f.open.Add(-1)
 	defer c.Close()
+	if f.link.RTT > 0 {
+		// TCP's handshake: a round trip before the first byte can move.
+		time.Sleep(f.link.RTT)
+	}
 	s, err := net.Dial("tcp", f.target)
 	if err != nil {
 		return
@@ -83,6 +92,11 @@ func (f *Forwarder) serve(c net.Conn) {
 	defer s.Close()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn, n *atomic.Int64) {
+		if f.link.RTT > 0 {
+			delayPipe(dst, src, n, f.link.RTT/2)
+			done <- struct{}{}
+			return
+		}
 		buf := make([]byte, 64<<10)
 		for {
 			k, err := src.Read(buf)
@@ -106,4 +120,51 @@ func (f *Forwarder) serve(c net.Conn) {
 	go pipe(c, s, &f.down)
 	<-done
 	<-done
+}
+
+// segment is bytes read from one side, due at the other.
+type segment struct {
+	due time.Time
+	b   []byte
+}
+
+// delayQueue bounds the bytes a delaying pipe holds: 64 reads of up to
+// 64 KiB, 4 MiB, Linux's default largest TCP send buffer.
+const delayQueue = 64
+
+// delayPipe copies src to dst, each byte delayed by d: a reader stamps what
+// it reads, a writer passes it on when due. A full queue stops the reader,
+// so a slow receiver holds the sender back as TCP would.
+func delayPipe(dst, src net.Conn, n *atomic.Int64, d time.Duration) {
+	q := make(chan segment, delayQueue)
+	go func() {
+		defer close(q)
+		for {
+			buf := make([]byte, 64<<10)
+			k, err := src.Read(buf)
+			if k > 0 {
+				n.Add(int64(k))
+				q <- segment{due: time.Now().Add(d), b: buf[:k]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	failed := false
+	for s := range q {
+		if failed {
+			continue // drain, so the reader is not blocked
+		}
+		if w := time.Until(s.due); w > 0 {
+			time.Sleep(w)
+		}
+		if _, err := dst.Write(s.b); err != nil {
+			failed = true
+			_ = src.Close() // the reader's next Read fails
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
 }

@@ -74,6 +74,8 @@ type Report struct {
 	Steps    []StepInfo
 	Tools    []Tool
 	Results  []Result
+	Link     Link      `json:"link"`
+	LinkSeen LinkCheck `json:"link_measured"`
 	Started  time.Time
 	Duration time.Duration
 }
@@ -107,7 +109,7 @@ func (o *Options) logf(format string, args ...any) {
 
 // prepare generates the tree and initialises every tool's repository.
 func prepare(ctx context.Context, e *Env, opts Options, names []string) (*Report, error) {
-	rep := &Report{Options: opts, Started: time.Now()}
+	rep := &Report{Options: opts, Started: time.Now(), Link: e.Link, LinkSeen: e.LinkCheck}
 	for _, n := range names {
 		tool, err := LookupTool(n)
 		if err != nil {

@@ -133,6 +133,8 @@ type HaulResult struct {
 	Bytes        int64   `json:"bytes"`
 	ChunksWanted int64   `json:"chunks_wanted"`
 	ChunkBytes   int64   `json:"chunk_bytes"`
+	Deltas       int64   `json:"deltas"`
+	Fallbacks    int64   `json:"delta_fallbacks"`
 	FreezeMS     float64 `json:"freeze_ms"`
 	Wire         struct {
 		BytesIn  int64 `json:"bytes_in"`
@@ -145,6 +147,7 @@ type HaulResult struct {
 	Manifest struct {
 		FilesRead int64 `json:"files_read"`
 		BytesRead int64 `json:"bytes_read"`
+		Same      int64 `json:"same"`
 	} `json:"manifest"`
 	DurationMS float64            `json:"duration_ms"`
 	Phases     map[string]float64 `json:"phases_ms"`

@@ -16,9 +16,23 @@ import (
 // lowest. The puller offers a range in Hello, the agent picks the highest
 // common version in HelloReply.
 const (
-	Version    = 2 // 2 adds deltas (delta.go)
+	Version    = 3 // 2 adds deltas (delta.go); 3 adds unchanged files without chunk lists (Node.Same)
 	MinVersion = 1
 )
+
+// Versions lists every version this build speaks, for a Hello.
+func Versions() []int {
+	var v []int
+	for i := MinVersion; i <= Version; i++ {
+		v = append(v, i)
+	}
+	return v
+}
+
+// SameVersion is the first protocol version in which a walk may name the
+// agent's walk the puller holds (Walk.Base) and a file node may say its
+// chunks are those of that walk (Node.Same) instead of listing them.
+const SameVersion = 3
 
 // ID is a chunk's SHA-256, which is also its restic blob ID.
 type ID [32]byte
@@ -106,6 +120,9 @@ type Walk struct {
 	// (internal/exclude); matching paths are left out of the manifest, and
 	// below an excluded directory nothing is walked.
 	Exclude []string `json:"exclude,omitempty"`
+	// Base (version 3) names the agent's walk the puller holds as its
+	// latest snapshot of this host (ManifestEnd.Walk of that session).
+	Base string `json:"base,omitempty"`
 }
 
 // ChunkRef is one chunk of a file's content, in order.
@@ -146,6 +163,10 @@ type Node struct {
 	Device     uint64     `json:"device,omitempty"` // st_rdev of device nodes
 	LinkTarget []byte     `json:"link_target,omitempty"`
 	Chunks     []ChunkRef `json:"chunks,omitempty"`
+	// Same (version 3, files only) says the file's chunks are exactly
+	// those of the same path in the base walk (Walk.Base); Chunks is then
+	// empty.
+	Same bool `json:"same,omitempty"`
 }
 
 // FileMode returns the node's mode as os.FileMode.
@@ -157,8 +178,14 @@ func (n *Node) Validate() error {
 	if err := ValidName(n.Name); err != nil {
 		return err
 	}
+	if n.Same && (n.Type != NodeFile || len(n.Chunks) > 0) {
+		return fmt.Errorf("%s %q: marked same as the base walk but is not a file without chunks", n.Type, n.Name)
+	}
 	switch n.Type {
 	case NodeFile:
+		if n.Same {
+			break // the puller checks the size against the base's node
+		}
 		var sum uint64
 		for _, c := range n.Chunks {
 			if c.Length == 0 || c.Length > MaxChunk {
@@ -217,6 +244,11 @@ type ManifestEnd struct {
 	// Excluded counts entries left out by Walk.Exclude (a directory
 	// counts once; what is below it is not walked).
 	Excluded int64 `json:"excluded,omitempty"`
+	// Walk names this walk: a later session's Walk.Base may refer to it
+	// once the puller has stored a snapshot of it.
+	Walk string `json:"walk,omitempty"`
+	// Same counts file nodes sent as Same (version 3).
+	Same int64 `json:"same,omitempty"`
 }
 
 // Done ends a backup session (puller → agent).

@@ -55,10 +55,10 @@ func (h *blockHasher) finish() []uint64 {
 // Promote makes the versions of the last walk the delta bases: the puller
 // has confirmed that it stored every chunk of them.
 func (c *Cache) Promote() error {
-	if err := writeCacheFile(c.bases, c.pol, c.new); err != nil {
+	if err := writeCacheFile(c.bases, c.pol, c.new, c.walk); err != nil {
 		return err
 	}
-	c.base = c.new
+	c.base, c.baseWalk = c.new, c.walk
 	return nil
 }
 

@@ -8,11 +8,13 @@
 package manifest
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/haulproject/haul/internal/exclude"
 	"io"
 	"os"
 	"os/user"
@@ -24,6 +26,7 @@ import (
 	"syscall"
 
 	"github.com/haulproject/haul/internal/atomicfile"
+	"github.com/haulproject/haul/internal/exclude"
 	"github.com/haulproject/haul/internal/longpath"
 	"github.com/haulproject/haul/proto"
 	"github.com/restic/chunker"
@@ -62,6 +65,8 @@ type cacheEntry struct {
 type cacheFile struct {
 	Polynomial uint64
 	Files      map[string]cacheEntry
+	// Walk names the walk these entries come from (bases only).
+	Walk string
 }
 
 // Cache remembers each mirror file's chunk list, and the versions the
@@ -78,6 +83,8 @@ type Cache struct {
 	old   map[string]cacheEntry
 	new   map[string]cacheEntry
 	base  map[string]cacheEntry
+	// baseWalk names the walk the bases come from; walk names this one.
+	baseWalk, walk string
 }
 
 // OpenCache loads the chunk cache at path and the delta bases at bases;
@@ -85,31 +92,43 @@ type Cache struct {
 func OpenCache(path, bases string, pol chunker.Pol) (*Cache, error) {
 	c := &Cache{path: path, bases: bases, pol: pol, new: map[string]cacheEntry{}}
 	var err error
-	if c.old, err = loadCacheFile(path, pol); err != nil {
+	if c.old, _, err = loadCacheFile(path, pol); err != nil {
 		return nil, fmt.Errorf("open chunk cache: %w", err)
 	}
-	if c.base, err = loadCacheFile(bases, pol); err != nil {
+	if c.base, c.baseWalk, err = loadCacheFile(bases, pol); err != nil {
 		return nil, fmt.Errorf("open delta bases: %w", err)
 	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	c.walk = hex.EncodeToString(id[:])
 	return c, nil
 }
 
+// Walk names this walk (see proto.ManifestEnd.Walk).
+func (c *Cache) Walk() string { return c.walk }
+
+// BaseWalk names the walk the bases come from ("" if none, or bases
+// written before walks were named).
+func (c *Cache) BaseWalk() string { return c.baseWalk }
+
 // loadCacheFile reads a cache file; a missing or unreadable one, or one
 // made with another polynomial, is empty.
-func loadCacheFile(path string, pol chunker.Pol) (map[string]cacheEntry, error) {
+func loadCacheFile(path string, pol chunker.Pol) (map[string]cacheEntry, string, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]cacheEntry{}, nil
+		return map[string]cacheEntry{}, "", nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close()
 	var cf cacheFile
-	if err := gob.NewDecoder(f).Decode(&cf); err == nil && cf.Polynomial == uint64(pol) && cf.Files != nil {
-		return cf.Files, nil
+	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&cf); err == nil && cf.Polynomial == uint64(pol) && cf.Files != nil {
+		return cf.Files, cf.Walk, nil
 	}
-	return map[string]cacheEntry{}, nil
+	return map[string]cacheEntry{}, "", nil
 }
 
 // Forget drops a file's entry, after its cached chunk list proved wrong.
@@ -119,11 +138,15 @@ func (c *Cache) Forget(path string) {
 }
 
 // Save writes the entries seen by the last walk.
-func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new) }
+func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new, "") }
 
-func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry) error {
+func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry, walk string) error {
 	return atomicfile.Write(path, 0o600, func(f *os.File) error {
-		return gob.NewEncoder(f).Encode(cacheFile{Polynomial: uint64(pol), Files: files})
+		bw := bufio.NewWriter(f)
+		if err := gob.NewEncoder(bw).Encode(cacheFile{Polynomial: uint64(pol), Files: files, Walk: walk}); err != nil {
+			return err
+		}
+		return bw.Flush()
 	})
 }
 
@@ -135,6 +158,10 @@ type Walker struct {
 	Pol       chunker.Pol
 	// Exclude leaves matching paths out of the walk (nil: none).
 	Exclude *exclude.List
+	// SameAsBase marks a file whose chunks equal its base version's as
+	// Same, without its chunk list (protocol version 3, when the puller
+	// holds the base walk).
+	SameAsBase bool
 
 	// Locations maps every chunk of the walk to where it can be read.
 	Locations map[proto.ID]Location
@@ -161,6 +188,7 @@ func (w *Walker) Walk(ctx context.Context, v Visitor) error {
 	w.Locations = map[proto.ID]Location{}
 	w.mu.Unlock()
 	w.names = nameCache{users: map[uint32]string{}, groups: map[uint32]string{}}
+	w.Stats.Walk = w.Cache.Walk()
 	t := &trie{children: map[string]*trie{}}
 	for _, p := range w.DataPaths {
 		n := t
@@ -331,6 +359,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 		n.Chunks = e.Chunks
 		w.Cache.new[rel] = e
 		w.locate(rel, e, true)
+		w.same(rel, n)
 		return nil
 	}
 	refs, blocks, err := w.read(rel)
@@ -351,7 +380,27 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 	key.Blocks = blocks
 	w.Cache.new[rel] = key
 	w.locate(rel, key, false)
+	w.same(rel, n)
 	return nil
+}
+
+// same drops n's chunk list if the base version of rel has the same one:
+// the puller takes it from its snapshot of the base walk.
+func (w *Walker) same(rel string, n *proto.Node) {
+	if !w.SameAsBase {
+		return
+	}
+	b, ok := w.Cache.base[rel]
+	if !ok || len(b.Chunks) != len(n.Chunks) || b.Size != int64(n.Size) {
+		return
+	}
+	for i, c := range n.Chunks {
+		if b.Chunks[i] != c {
+			return
+		}
+	}
+	n.Chunks, n.Same = nil, true
+	w.Stats.Same++
 }
 
 // locate publishes where the chunks of file version e are; the sender gets
@@ -370,6 +419,9 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 	}
 }
 
+// chunkBuf is the chunker's buffer: twice restic's average chunk.
+const chunkBuf = 2 << 20
+
 // read chunks a file and hashes its blocks for deltas, in one pass.
 func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	f, err := longpath.Open(w.abs(rel))
@@ -378,7 +430,10 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	}
 	defer f.Close()
 	if w.buf == nil {
-		w.buf = make([]byte, chunker.MaxSize)
+		// Chunks average 1 MiB; for the rare larger one the chunker
+		// appends into a grown copy, which is garbage after it (the
+		// buffer is not kept at 8 MiB).
+		w.buf = make([]byte, 0, chunkBuf)
 	}
 	w.Stats.FilesRead++
 	var refs []proto.ChunkRef
@@ -394,6 +449,7 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 		}
 		w.Stats.BytesRead += int64(c.Length)
 		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
+
 	}
 	return refs, bh.finish(), nil
 }

@@ -99,6 +99,24 @@ type Result struct {
 // blob is stored; an interrupted run leaves no snapshot, but the chunks it
 // did receive are stored and not asked for again.
 func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Options) (res *Result, err error) {
+	return RunPending(ctx, Pending{Opening: repo.Opened(r)}, conn, opts)
+}
+
+// Pending is a repository a pull may start before it is open.
+type Pending struct {
+	Opening *repo.Opening
+	// Lock, if set, locks the repository once it is open and returns the
+	// lock's context (cancelled if the lock is lost) and its release.
+	Lock func(ctx context.Context, r *repo.Repo) (context.Context, func(), error)
+}
+
+// RunPending is Run with the repository still being opened: it connects
+// to the agent and greets it (with the polynomial remembered from an
+// earlier open) while the key is derived, and waits for the repository
+// before it asks the agent to freeze. If the remembered polynomial proves
+// wrong (a repository made anew at the same path), it greets the agent
+// again with the right one.
+func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts Options) (res *Result, err error) {
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -108,25 +126,57 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	res = &Result{Host: opts.Host, Started: start, Phases: map[string]float64{}}
 	phase := func(name string, t time.Time) { res.Phases[name] += float64(time.Since(t).Microseconds()) / 1000 }
 
-	// Which chunks this host has already given us: only these are not
-	// asked for again (storage still dedups across hosts on save).
-	t := time.Now()
-	known, skipped, err := r.HostBlobsBounded(ctx, opts.Host, opts.Limits.MaxTreeBytes)
-	if err != nil {
-		return res, err
+	// Open and lock in the background: restic's lock alone waits 200 ms
+	// to detect a racing lock, time the connection can use.
+	type opened struct {
+		r      *repo.Repo
+		ctx    context.Context
+		unlock func()
+		err    error
+		t      time.Time
 	}
-	if skipped > 0 {
-		logf("%s: warning: %d trees of earlier snapshots are over max_tree_bytes and were not read; their chunks are asked for again", opts.Host, skipped)
+	openc := make(chan opened, 1)
+	go func() {
+		var o opened
+		o.r, o.err = p.Opening.Wait(ctx)
+		o.ctx = ctx
+		if o.err == nil && p.Lock != nil {
+			o.ctx, o.unlock, o.err = p.Lock(ctx, o.r)
+		}
+		o.t = time.Now()
+		openc <- o
+	}()
+	var r *repo.Repo
+	var unlock func()
+	waited := false
+	defer func() {
+		if !waited {
+			// Returning early: the lock may still be being taken, and
+			// the caller closes the repository after this returns.
+			o := <-openc
+			unlock = o.unlock
+		}
+		if unlock != nil {
+			unlock()
+		}
+	}()
+	wait := func() error {
+		t := time.Now()
+		o := <-openc
+		waited = true
+		if o.err != nil {
+			return o.err
+		}
+		r, ctx, unlock = o.r, o.ctx, o.unlock
+		if o.t.After(t) {
+			res.Phases["open"] = float64(o.t.Sub(t).Microseconds()) / 1000 // waited for
+		}
+		return nil
 	}
-	recv, err := openReceivedLog(filepath.Join(opts.CacheDir, r.Config().ID), opts.Host)
-	if err != nil {
-		return res, fmt.Errorf("open received-chunks log: %w", err)
-	}
-	phase("known", t)
-
 	// The session's context ends at the deadline, or when the agent has
-	// kept the puller waiting for idle_timeout; storing what was received
-	// runs on the outer one, so it still completes.
+	// kept the puller waiting for idle_timeout (or the repository lock is
+	// lost); storing what was received runs on the outer one, so it still
+	// completes.
 	sessCtx, cancelSess := context.WithCancelCause(ctx)
 	defer cancelSess(nil)
 	lim := opts.Limits
@@ -134,7 +184,6 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		Key: "deadline", After: lim.Deadline, What: fmt.Sprintf("the backup of %s ran past its deadline", escape.String(opts.Host))})
 	defer cancelDeadline()
 
-	t = time.Now()
 	// The idle watch covers the wire from its first byte, hello included.
 	var w *watchedWire
 	watched := connecterFunc(func(ctx context.Context, verb string) (transport.Wire, error) {
@@ -146,22 +195,68 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 		go watch(sessCtx, cancelSess, w, lim.IdleTimeout)
 		return w, nil
 	})
-	hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16), MaxVersion: opts.MaxVersion}
-	sess, err := transport.Dial(sessCtx, watched, "backup", hello)
-	if err != nil {
-		_ = recv.close(false)
-		if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w: %v", cause, err)
+	pol := p.Opening.Polynomial
+	if pol == 0 {
+		if err := wait(); err != nil {
+			return res, err
 		}
-		return res, fmt.Errorf("host %s: %w", opts.Host, err)
+		pol = r.Config().ChunkerPolynomial
 	}
-	phase("connect", t)
-
+	var sess *transport.Session
+	for {
+		t := time.Now()
+		hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(pol), 16), MaxVersion: opts.MaxVersion}
+		sess, err = transport.Dial(sessCtx, watched, "backup", hello)
+		if err != nil {
+			if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%w: %v", cause, err)
+			}
+			return res, fmt.Errorf("host %s: %w", opts.Host, err)
+		}
+		phase("connect", t)
+		if r == nil {
+			if err := wait(); err != nil {
+				_ = sess.Wire.Close() // the agent has frozen nothing yet
+				return res, err
+			}
+		}
+		if r.Config().ChunkerPolynomial == pol {
+			break
+		}
+		// The agent would chunk with the wrong polynomial: start over.
+		logf("%s: the repository's chunker polynomial is not the one remembered; greeting the agent again", opts.Host)
+		_ = sess.Wire.Close()
+		pol = r.Config().ChunkerPolynomial
+	}
+	// ctx is now the lock's: losing the lock ends the session too.
+	stopLockWatch := context.AfterFunc(ctx, func() { cancelSess(context.Cause(ctx)) })
+	defer stopLockWatch()
 	s := &session{
-		repo: r, res: res, logf: logf, opts: opts, known: known, recv: recv,
+		repo: r, res: res, logf: logf, opts: opts,
 		conn: sess.Conn, hello: sess.Reply,
 		requested: map[proto.ID]uint32{},
 	}
+
+	// Which chunks this host has already given us: only these are not
+	// asked for again (storage still dedups across hosts on save).
+	t := time.Now()
+	stateDir := filepath.Join(opts.CacheDir, r.Config().ID)
+	known, skipped, err := loadHostRecord(ctx, r, stateDir, opts.Host, lim.MaxTreeBytes)
+	if err != nil {
+		_ = sess.Wire.Close()
+		return res, fmt.Errorf("host %s: %w", opts.Host, err)
+	}
+	if skipped > 0 {
+		logf("%s: warning: %d trees of earlier snapshots are over max_tree_bytes and were not read; their chunks are asked for again", opts.Host, skipped)
+	}
+	recv, err := openReceivedLog(stateDir, opts.Host)
+	if err != nil {
+		_ = sess.Wire.Close()
+		return res, fmt.Errorf("open received-chunks log: %w", err)
+	}
+	s.known, s.recv = known, recv
+	phase("known", t)
+
 	var sessErr error
 	upErr := r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
 		s.up = up
@@ -240,7 +335,7 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	for _, p := range res.Frozen.Phases {
 		rec.FreezePhases = append(rec.FreezePhases, repo.PhaseRecord{Name: p.Name, MS: p.MS})
 	}
-	id, err := r.SaveSnapshot(ctx, sn, rec)
+	id, err := known.savingSnapshot(r.Path, func() (restic.ID, error) { return r.SaveSnapshot(ctx, sn, rec) })
 	if err != nil {
 		_ = recv.close(false)
 		return res, fmt.Errorf("host %s: save snapshot: %w", opts.Host, err)
@@ -249,6 +344,23 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 	res.SnapshotID = id.String()
 	res.Snapshot = sn
 	res.Record = rec
+	// The snapshot now accounts for every chunk received, in this run or
+	// an interrupted one: they join the host's record.
+	for cid := range recv.ids {
+		known.ids[cid] = struct{}{}
+	}
+	// The agent's next session may send this walk's unchanged files
+	// without chunk lists: they are in this snapshot.
+	known.baseSnap, known.baseWalk = id, res.Manifest.Walk
+	if err := known.save(func(cid proto.ID) bool {
+		// Chunks stored as the agent's frames are in the repository's
+		// index files but not in r's loaded index.
+		_, ok := r.LookupBlobSize(restic.DataBlob, restic.ID(cid))
+		return ok || recv.ids[cid]
+	}); err != nil {
+		// The next run rebuilds it from the snapshots.
+		logf("warning: %v", err)
+	}
 	if err := recv.close(true); err != nil {
 		logf("warning: reset received-chunks log: %v", err)
 	}
@@ -258,6 +370,10 @@ func Run(ctx context.Context, r *repo.Repo, conn transport.Connecter, opts Optio
 type dirFrame struct {
 	node    *data.Node // nil for the root
 	builder *treeJSON
+	// parent is this directory in the base snapshot (see same.go),
+	// loaded on first use.
+	parent       map[string]*data.Node
+	parentLoaded bool
 }
 
 type session struct {
@@ -267,13 +383,14 @@ type session struct {
 	res   *Result
 	logf  func(string, ...any)
 	opts  Options
-	known restic.BlobSet
+	known *hostRecord
 	recv  *receivedLog
 
-	hello    proto.HelloReply
-	frozenAt time.Time
-	stack    []dirFrame
-	root     restic.ID
+	hello      proto.HelloReply
+	parentRoot *restic.ID // the base snapshot's tree (version 3)
+	frozenAt   time.Time
+	stack      []dirFrame
+	root       restic.ID
 
 	requested  map[proto.ID]uint32 // asked for and not yet received: the length the manifest gave
 	pw         *packWriter         // stores compressed chunks as they came
@@ -364,7 +481,7 @@ func (s *session) run(ctx context.Context) error {
 
 	s.prog.Phase("manifest")
 	t = time.Now()
-	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude}); err != nil {
+	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude, Base: s.baseWalk(ctx)}); err != nil {
 		return err
 	}
 	s.stack = []dirFrame{{builder: newTreeJSON()}}
@@ -483,12 +600,23 @@ func (s *session) node(ctx context.Context, n *proto.Node) error {
 		return nil
 	}
 	if n.Type == proto.NodeFile {
-		s.chunkRefs += int64(len(n.Chunks))
+		refs := n.Chunks
+		if n.Same {
+			var err error
+			if refs, err = s.sameContent(ctx, n); err != nil {
+				return err
+			}
+			dn.Content = make(restic.IDs, len(refs))
+			for i, c := range refs {
+				dn.Content[i] = restic.ID(c.ID)
+			}
+		}
+		s.chunkRefs += int64(len(refs))
 		if s.chunkRefs > lim.MaxChunkRefs {
 			return limitErr("max_chunk_refs", lim.MaxChunkRefs, "the manifest references more than %d chunks", lim.MaxChunkRefs)
 		}
 		newFile := false
-		for _, c := range n.Chunks {
+		for _, c := range refs {
 			want, err := s.want(c)
 			if err != nil {
 				return err
@@ -566,7 +694,7 @@ func (s *session) want(c proto.ChunkRef) (bool, error) {
 	}
 	rid := restic.ID(c.ID)
 	if size, ok := s.repo.LookupBlobSize(restic.DataBlob, rid); ok {
-		if s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) || s.recv.ids[c.ID] {
+		if s.known.has(c.ID) || s.recv.ids[c.ID] {
 			if uint32(size) != c.Length {
 				return false, fmt.Errorf("%w: chunk %s is %d bytes in the repository, the manifest says %d", proto.ErrFrame, c.ID.Short(), size, c.Length)
 			}

@@ -91,7 +91,7 @@ func (d *deltaBases) base(id proto.ID) ([]byte, error) {
 	}
 	s := d.s
 	rid := restic.ID(id)
-	if !s.known.Has(restic.BlobHandle{ID: rid, Type: restic.DataBlob}) && !s.recv.ids[id] {
+	if !s.known.has(id) && !s.recv.ids[id] {
 		return nil, errNotABase
 	}
 	size, ok := s.repo.LookupBlobSize(restic.DataBlob, rid)

@@ -23,6 +23,16 @@ import (
 	"github.com/haulproject/haul/puller/transport"
 )
 
+// OpenAsync starts opening the configured repository (see
+// repo.OpenAsync): the key is derived while the caller connects.
+func OpenAsync(ctx context.Context, cfg *config.Config) (*repo.Opening, error) {
+	pw, err := cfg.Password()
+	if err != nil {
+		return nil, err
+	}
+	return repo.OpenAsync(ctx, cfg.Repository, pw, cfg.CacheDir), nil
+}
+
 // OpenRepo opens the configured repository with its password.
 func OpenRepo(ctx context.Context, cfg *config.Config) (*repo.Repo, error) {
 	pw, err := cfg.Password()
@@ -65,6 +75,10 @@ type HostOptions struct {
 	// key (scrypt, about half a second), which callers that already hold
 	// a handle should not pay again. The caller keeps ownership.
 	Repo *repo.Repo
+	// Opening is a handle still being opened (nil: use Repo, or open
+	// one); the pull connects to the host while the key is derived. The
+	// caller keeps ownership.
+	Opening *repo.Opening
 }
 
 // Host backs up one host under a shared repository lock. Hosts pulled in
@@ -86,25 +100,32 @@ func Host(ctx context.Context, cfg *config.Config, h *config.Host, opts HostOpti
 	}
 	res := &backup.Result{Host: h.Name}
 	phase("opening repository")
-	r := opts.Repo
-	if r == nil {
+	op := opts.Opening
+	switch {
+	case op != nil:
+	case opts.Repo != nil:
+		op = repo.Opened(opts.Repo)
+	default:
 		var err error
-		if r, err = OpenRepo(ctx, cfg); err != nil {
+		if op, err = OpenAsync(ctx, cfg); err != nil {
 			return res, err
 		}
-		defer r.Close()
+		defer func() {
+			if r, _ := op.Wait(context.WithoutCancel(ctx)); r != nil {
+				r.Close()
+			}
+		}()
 	}
-	phase("locking")
-	unlock, lctx, err := r.Lock(ctx, false, cfg.RepoLockWait(), func(format string, args ...any) {
-		logf("%s: %s", h.Name, fmt.Sprintf(format, args...))
-	})
-	if err != nil {
-		return res, err
-	}
-	defer unlock()
+	pending := backup.Pending{Opening: op, Lock: func(ctx context.Context, r *repo.Repo) (context.Context, func(), error) {
+		phase("locking")
+		unlock, lctx, err := r.Lock(ctx, false, cfg.RepoLockWait(), func(format string, args ...any) {
+			logf("%s: %s", h.Name, fmt.Sprintf(format, args...))
+		})
+		return lctx, unlock, err
+	}}
 	phase("connecting")
 	logf("%s: pulling", h.Name)
-	res, err = backup.Run(lctx, r, conn, backup.Options{
+	res, err := backup.RunPending(ctx, pending, conn, backup.Options{
 		Host: h.Name, Tags: append(append([]string(nil), h.Tags...), opts.Tags...), CacheDir: cfg.CacheDir, Logf: logf,
 		Exclude: h.Exclude, Progress: progress,
 		Limits: cfg.BackupLimits(h),
@@ -128,9 +149,11 @@ type Options struct {
 	Hosts []*config.Host
 	Tags  []string
 	Log   *runlog.Log // events and progress; All closes it before the summary
-	// Repo is an open handle, checked by the caller before the run; the
-	// first host uses it instead of opening its own. The caller keeps it.
-	Repo *repo.Repo
+	// Opening is the repository being opened (OpenAsync); the first host
+	// connects while the key is derived, the others wait for it, so a
+	// repository that cannot be opened fails the run (the error is the
+	// open's) before any other host is contacted. All closes it.
+	Opening *repo.Opening
 }
 
 // Report is a multi-host run's outcome.
@@ -147,9 +170,18 @@ type Report struct {
 // failed.
 func All(ctx context.Context, cfg *config.Config, opts Options) (*Report, error) {
 	log := opts.Log
-	repoID := opts.Repo.Config().ID
-	spare := make(chan *repo.Repo, 1)
-	spare <- opts.Repo
+	first := opts.Opening
+	defer func() {
+		if r, _ := first.Wait(context.WithoutCancel(ctx)); r != nil {
+			r.Close()
+		}
+	}()
+	spare := make(chan *repo.Opening, 1)
+	spare <- first
+	openErr := func() error {
+		_, err := first.Wait(ctx)
+		return err
+	}
 
 	runPing := newPinger(cfg, cfg.Notify.PingURL, cfg.Notify.PingURLFile, "[notify]", log.Errorf)
 	runPing.Start(ctx)
@@ -165,18 +197,26 @@ func All(ctx context.Context, cfg *config.Config, opts Options) (*Report, error)
 			defer hl.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			hopts := HostOptions{Tags: opts.Tags, Logf: hl.Logf, Progress: hl}
+			select {
+			case hopts.Opening = <-spare:
+			default:
+				if openErr() != nil {
+					return // reported by All
+				}
+			}
 			ping := newPinger(cfg, h.Notify.PingURL, h.Notify.PingURLFile, "host "+h.Name, hl.Errorf)
 			ping.Start(ctx)
 			started := time.Now()
-			hopts := HostOptions{Tags: opts.Tags, Logf: hl.Logf, Progress: hl}
-			select {
-			case hopts.Repo = <-spare:
-			default:
-			}
 			res, err := Host(ctx, cfg, h, hopts)
 			if res == nil {
 				res = &backup.Result{Host: h.Name}
 			}
+			if openErr() != nil {
+				return
+			}
+			r, _ := first.Wait(ctx)
+			repoID := r.Config().ID
 			results[i] = HostResult{Result: res, OK: err == nil}
 			run := status.Run{Started: started, Finished: time.Now(), OK: err == nil}
 			if err != nil {
@@ -199,6 +239,12 @@ func All(ctx context.Context, cfg *config.Config, opts Options) (*Report, error)
 		}()
 	}
 	wg.Wait()
+	if err := openErr(); err != nil {
+		log.Close()
+		return &Report{Failed: []string{}}, err
+	}
+	r, _ := first.Wait(ctx)
+	repoID := r.Config().ID
 
 	if path := cfg.Notify.PrometheusTextfile; path != "" {
 		if err := writeTextfile(cfg, repoID, path); err != nil {

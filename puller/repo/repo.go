@@ -320,13 +320,24 @@ func (r *Repo) HostBlobsBounded(ctx context.Context, host string, maxTree int64)
 			trees = append(trees, *sn.Tree)
 		}
 	}
+	set, skipped, err := r.TreeBlobsBounded(ctx, trees, maxTree)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list blobs of host %s's snapshots: %w", host, err)
+	}
+	return set, skipped, nil
+}
+
+// TreeBlobsBounded lists the blobs the trees reference, their subtrees
+// included, reading no tree larger than maxTree bytes (0: no bound), as
+// HostBlobsBounded does. It returns how many trees it skipped.
+func (r *Repo) TreeBlobsBounded(ctx context.Context, trees restic.IDs, maxTree int64) (restic.BlobSet, int, error) {
 	set := restic.NewBlobSet()
 	if len(trees) == 0 {
 		return set, 0, nil
 	}
 	loader := &boundedLoader{Repository: r.Repository, max: maxTree}
 	if err := data.FindUsedBlobs(ctx, loader, trees, set, nil); err != nil {
-		return nil, 0, fmt.Errorf("list blobs of host %s's snapshots: %w", host, err)
+		return nil, 0, err
 	}
 	return set, int(loader.skipped.Load()), nil
 }

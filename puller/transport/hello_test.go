@@ -66,7 +66,9 @@ func agentConfig(t *testing.T, data string) *agent.Config {
 
 // Every verb the puller speaks (backup, restore, mark-ready, and the bare
 // hello rebuild waits with) against agents of each protocol version, from
-// pullers of each version: the session runs at the older side's version.
+// pullers of each version: the session runs at the older side's version,
+// and the restore reads the second backup's snapshot (at version 3 its
+// file was sent as unchanged, its chunks taken from the first).
 func TestEveryVerbAgainstEachProtocolVersion(t *testing.T) {
 	ctx := context.Background()
 	data := filepath.Join(t.TempDir(), "srv", "data")
@@ -89,12 +91,27 @@ func TestEveryVerbAgainstEachProtocolVersion(t *testing.T) {
 			want := min(agentV, pullerV)
 			t.Run(fmt.Sprintf("agent v%d puller v%d", agentV, pullerV), func(t *testing.T) {
 				src := inProcess{cfg: agentConfig(t, data), maxVersion: agentV}
-				res, err := backup.Run(ctx, r, src, backup.Options{Host: "vps", CacheDir: t.TempDir(), MaxVersion: pullerV})
-				if err != nil {
+				bopts := backup.Options{Host: "vps", CacheDir: t.TempDir(), MaxVersion: pullerV}
+				if _, err := backup.Run(ctx, r, src, bopts); err != nil {
 					t.Fatalf("backup: %v", err)
+				}
+				if err := r.LoadIndex(ctx, nil); err != nil { // the packs the first wrote
+					t.Fatal(err)
+				}
+				// The second backup of the unchanged tree: from version
+				// 3 on the file comes without its chunk list.
+				res, err := backup.Run(ctx, r, src, bopts)
+				if err != nil {
+					t.Fatalf("second backup: %v", err)
 				}
 				if res.Version != want {
 					t.Errorf("backup ran at version %d, want %d", res.Version, want)
+				}
+				if wantSame := want >= proto.SameVersion; (res.Manifest.Same == 1) != wantSame || res.Manifest.Same > 1 {
+					t.Errorf("second backup at version %d sent %d files as unchanged", want, res.Manifest.Same)
+				}
+				if res.Files != 1 || res.Bytes != 3<<20 || res.ChunksWanted != 0 {
+					t.Errorf("second backup: %d files, %d bytes, %d chunks asked for; want 1, %d, 0", res.Files, res.Bytes, res.ChunksWanted, 3<<20)
 				}
 				if err := r.LoadIndex(ctx, nil); err != nil {
 					t.Fatal(err)

@@ -47,6 +47,7 @@ func run(args []string) (err error) {
 	work := fs.String("work", "", "working directory (default a new one under $TMPDIR, removed afterwards)")
 	waitLoad := fs.Float64("wait-load", 1.0, "wait until the 1-minute load average is below this before measuring (0: don't wait)")
 	hold := fs.Bool("hold", false, "after the run, keep sshd and the forwarder up and print how to run each tool by hand, until interrupted")
+	linkFlag := fs.String("link", "lo", "the path between NAS and VPS: lo, or RATE-RTT, e.g. 20M-40ms (Mbit/s each way, round trip; a network namespace with veth + tbf, latency added by the forwarder; needs root)")
 	waitMax := fs.Duration("wait-max", 10*time.Minute, "give up waiting for the load after this long and run anyway")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +59,10 @@ func run(args []string) (err error) {
 		*sizeFlag = map[string]string{"peers": "50M", "trunk": "1G"}[*suite]
 	}
 	size, err := parseSize(*sizeFlag)
+	if err != nil {
+		return err
+	}
+	link, err := bench.ParseLink(*linkFlag)
 	if err != nil {
 		return err
 	}
@@ -97,12 +102,15 @@ func run(args []string) (err error) {
 		}
 	}()
 
-	e := bench.NewEnv(t)
+	e := bench.NewEnvLink(t, link)
 	if *waitLoad > 0 {
 		waitForLoad(ctx, *waitLoad, *waitMax, opts.Logf)
 	}
 	meta := bench.Meta{Command: command, Machine: bench.ReadMachine(), Versions: e.Versions()}
 	opts.Logf("machine: %d CPUs, load %.2f; work dir %s", meta.Machine.NProc, meta.Machine.Load[0], root)
+	if !link.Loopback() {
+		opts.Logf("link %s: measured round trip %v, %.1f Mbit/s up, %.1f Mbit/s down", link, e.LinkCheck.RTT.Round(100*time.Microsecond), e.LinkCheck.UpMbit, e.LinkCheck.DownMbit)
+	}
 
 	var rep *bench.Report
 	if *suite == "peers" {
@@ -135,6 +143,9 @@ func run(args []string) (err error) {
 	section := *suite
 	if def := map[string]int64{"peers": 50 << 20, "trunk": 1 << 30}[*suite]; size != def {
 		section += "-" + bench.SizeName(size)
+	}
+	if !link.Loopback() {
+		section += "-" + link.Name()
 	}
 	var md string
 	if *suite == "peers" {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/pull"
-	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/runlog"
 	"github.com/urfave/cli/v2"
 )
@@ -50,25 +48,32 @@ func runBackup(c *cli.Context, opts backupOptions) error {
 	}
 	log := newRunLog(c)
 	defer log.Close()
-	// Fail early and clearly if the repository cannot be opened; the
-	// first host reuses the handle.
-	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
-		rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Repo: r})
-		if opts.JSON {
-			if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
-				return jerr
-			}
-		} else if !opts.Quiet {
-			io.WriteString(c.App.Writer, rep.Summary)
-		} else if len(rep.Failed) > 0 {
-			// Quiet: nothing on success, the whole summary with the failure.
-			io.WriteString(c.App.ErrWriter, rep.Summary)
+	ctx, cancel := signalContext(c)
+	defer cancel()
+	// The key is derived while the first host connects; a repository that
+	// cannot be opened still fails the run before anything is frozen.
+	op, err := pull.OpenAsync(ctx, cfg)
+	if err != nil {
+		return configFailure(err)
+	}
+	rep, err := pull.All(ctx, cfg, pull.Options{Hosts: hosts, Tags: opts.Tags, Log: log, Opening: op})
+	if op.Err() != nil {
+		return configFailure(op.Err())
+	}
+	if opts.JSON {
+		if jerr := printJSON(c.App.Writer, map[string]any{"hosts": rep.Results, "ok": len(rep.Failed) == 0, "failed": rep.Failed}); jerr != nil {
+			return jerr
 		}
-		if err != nil {
-			return hostFailure(err)
-		}
-		return nil
-	})
+	} else if !opts.Quiet {
+		io.WriteString(c.App.Writer, rep.Summary)
+	} else if len(rep.Failed) > 0 {
+		// Quiet: nothing on success, the whole summary with the failure.
+		io.WriteString(c.App.ErrWriter, rep.Summary)
+	}
+	if err != nil {
+		return hostFailure(err)
+	}
+	return nil
 }
 
 func selectHosts(cfg *config.Config, names []string) ([]*config.Host, error) {
