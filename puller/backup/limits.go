@@ -56,31 +56,22 @@ var DefaultLimits = Limits{
 // WithDefaults returns l with its zero fields set from DefaultLimits.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
-	if l.MaxEntries > 0 {
-		d.MaxEntries = l.MaxEntries
-	}
-	if l.MaxDirEntries > 0 {
-		d.MaxDirEntries = l.MaxDirEntries
-	}
-	if l.MaxDepth > 0 {
-		d.MaxDepth = l.MaxDepth
-	}
-	if l.MaxChunkRefs > 0 {
-		d.MaxChunkRefs = l.MaxChunkRefs
-	}
-	if l.MaxTreeBytes > 0 {
-		d.MaxTreeBytes = l.MaxTreeBytes
-	}
-	if l.MaxBytesAdded > 0 {
-		d.MaxBytesAdded = l.MaxBytesAdded
-	}
-	if l.IdleTimeout > 0 {
-		d.IdleTimeout = l.IdleTimeout
-	}
-	if l.Deadline > 0 {
-		d.Deadline = l.Deadline
-	}
+	set(&d.MaxEntries, l.MaxEntries)
+	set(&d.MaxDirEntries, l.MaxDirEntries)
+	set(&d.MaxDepth, l.MaxDepth)
+	set(&d.MaxChunkRefs, l.MaxChunkRefs)
+	set(&d.MaxTreeBytes, l.MaxTreeBytes)
+	set(&d.MaxBytesAdded, l.MaxBytesAdded)
+	set(&d.IdleTimeout, l.IdleTimeout)
+	set(&d.Deadline, l.Deadline)
 	return d
+}
+
+// set stores v in *dst when v is set (above zero).
+func set[T int | int64 | time.Duration](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
 }
 
 // ErrLimit is wrapped by every error that reports a limit being reached.
