@@ -19,6 +19,7 @@ import (
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/transport"
+	"github.com/haulproject/haul/puller/transport/pipetest"
 )
 
 const password = "test-password"
@@ -45,43 +46,11 @@ func openRepo(t *testing.T, dir string) *repo.Repo {
 	return r
 }
 
-// pipeWire connects the puller to an in-process peer.
-type pipeWire struct {
-	io.Reader
-	io.WriteCloser
-	done chan error
-}
-
-func (p *pipeWire) CloseWrite() error { return p.WriteCloser.Close() }
-func (p *pipeWire) Close() error {
-	p.WriteCloser.Close()
-	go func() { _, _ = io.Copy(io.Discard, p.Reader) }()
-	return <-p.done
-}
-func (p *pipeWire) Stats() transport.Stats     { return transport.Stats{} }
-func (p *pipeWire) Stderr() string             { return "" }
-func (p *pipeWire) Read(b []byte) (int, error) { return p.Reader.Read(b) }
-
 // peer runs fn as the agent side of a session.
 type peer func(ctx context.Context, in io.Reader, out io.Writer) error
 
 func (fn peer) Connect(ctx context.Context, verb string) (transport.Wire, error) {
-	toAgent, fromPuller := io.Pipe()
-	toPuller, fromAgent := io.Pipe()
-	w := &pipeWire{Reader: toPuller, WriteCloser: fromPuller, done: make(chan error, 1)}
-	// As the real transports do, the session ends with its context.
-	stop := context.AfterFunc(ctx, func() {
-		toPuller.CloseWithError(ctx.Err())
-		toAgent.CloseWithError(ctx.Err())
-	})
-	go func() {
-		err := fn(ctx, toAgent, fromAgent)
-		fromAgent.CloseWithError(io.EOF)
-		toAgent.Close()
-		stop()
-		w.done <- err
-	}()
-	return w, nil
+	return pipetest.Peer(func(ctx context.Context, _ string, in io.Reader, out io.Writer) error { return fn(ctx, in, out) }).Connect(ctx, verb)
 }
 
 // inProcessAgent serves with the real agent code.

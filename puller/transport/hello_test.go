@@ -17,6 +17,7 @@ import (
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/transport"
+	"github.com/haulproject/haul/puller/transport/pipetest"
 )
 
 // inProcess serves every verb with the real agent code, its protocol
@@ -27,33 +28,11 @@ type inProcess struct {
 }
 
 func (a inProcess) Connect(ctx context.Context, verb string) (transport.Wire, error) {
-	toAgent, fromPuller := io.Pipe()
-	toPuller, fromAgent := io.Pipe()
-	w := &pipeWire{Reader: toPuller, WriteCloser: fromPuller, done: make(chan error, 1)}
-	go func() {
-		s := &agent.Server{Config: a.cfg, AllowRestore: true, In: toAgent, Out: fromAgent, MaxVersion: a.maxVersion}
-		err := s.Serve(ctx, verb)
-		fromAgent.CloseWithError(io.EOF)
-		toAgent.Close()
-		w.done <- err
-	}()
-	return w, nil
+	return pipetest.Peer(func(ctx context.Context, verb string, in io.Reader, out io.Writer) error {
+		s := &agent.Server{Config: a.cfg, AllowRestore: true, In: in, Out: out, MaxVersion: a.maxVersion}
+		return s.Serve(ctx, verb)
+	}).Connect(ctx, verb)
 }
-
-type pipeWire struct {
-	io.Reader
-	io.WriteCloser
-	done chan error
-}
-
-func (p *pipeWire) CloseWrite() error { return p.WriteCloser.Close() }
-func (p *pipeWire) Close() error {
-	p.WriteCloser.Close()
-	go func() { _, _ = io.Copy(io.Discard, p.Reader) }()
-	return <-p.done
-}
-func (p *pipeWire) Stats() transport.Stats { return transport.Stats{} }
-func (p *pipeWire) Stderr() string         { return "" }
 
 func agentConfig(t *testing.T, data string) *agent.Config {
 	t.Helper()
