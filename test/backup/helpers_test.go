@@ -151,20 +151,6 @@ func dirSize(t *testing.T, dir string) int64 {
 	return n
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t testing.TB, path, content string, mode os.FileMode) {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	must(t, os.WriteFile(path, []byte(content), mode))
-	must(t, os.Chmod(path, mode))
-}
-
 func randomFile(t testing.TB, path string, n int64) {
 	t.Helper()
 	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
@@ -274,3 +260,9 @@ func (p *cutProxy) serve(c net.Conn) {
 func copyTree(src, dst string) error {
 	return exec.Command("cp", "-a", src, dst).Run()
 }
+
+// must and writeFile are testenv's, under the short names these tests use.
+var (
+	must      = testenv.Must
+	writeFile = testenv.WriteFile
+)

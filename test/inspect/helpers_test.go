@@ -137,20 +137,6 @@ func (e *env) sftp(key testenv.KeyPair, batch string) (out string, code int) {
 	return string(b), 0
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t testing.TB, path, content string, mode os.FileMode) {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	must(t, os.WriteFile(path, []byte(content), mode))
-	must(t, os.Chmod(path, mode))
-}
-
 // makeTree writes a small tree with what the inspect features must handle:
 // nested dirs, secrets with tight modes, symlinks inside, to /etc and out
 // through "..", a hard link, an empty dir and a name that is not UTF-8.
@@ -218,3 +204,9 @@ func readTree(t testing.TB, dir string) map[string]treeEntry {
 	}))
 	return out
 }
+
+// must and writeFile are testenv's, under the short names these tests use.
+var (
+	must      = testenv.Must
+	writeFile = testenv.WriteFile
+)

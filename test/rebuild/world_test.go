@@ -555,16 +555,8 @@ func sortedKeys(m map[string]string) []string {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t testing.TB, path, content string, mode os.FileMode) {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	must(t, os.WriteFile(path, []byte(content), mode))
-	must(t, os.Chmod(path, mode))
-}
+// must and writeFile are testenv's, under the short names these tests use.
+var (
+	must      = testenv.Must
+	writeFile = testenv.WriteFile
+)

@@ -282,9 +282,5 @@ func siblings(t *testing.T, data string) []string {
 	return names
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// must is testenv's, under the short name these tests use.
+var must = testenv.Must

@@ -69,7 +69,7 @@ func Find(t testing.TB) Tools {
 	testenv.Require(t, provider, buildHint)
 	cfg := filepath.Join(t.TempDir(), "tofurc")
 	// Only the mirror: with no direct {} block, tofu never asks a registry.
-	writeFile(t, cfg, fmt.Sprintf(`provider_installation {
+	testenv.WriteFile(t, cfg, fmt.Sprintf(`provider_installation {
   filesystem_mirror {
     path    = %q
     include = ["registry.opentofu.org/*/*"]
@@ -113,27 +113,27 @@ func NewWorkdir(t testing.TB, tools Tools) *Workdir {
 	src := filepath.Join(testenv.ModuleRoot(t), "tofu")
 	w := &Workdir{Dir: filepath.Join(t.TempDir(), "tofu"), Standin: t.TempDir(), Tools: tools}
 	files, err := filepath.Glob(filepath.Join(src, "*.tf"))
-	must(t, err)
+	testenv.Must(t, err)
 	for _, f := range append(files, filepath.Join(src, "extra-files.sh"), filepath.Join(src, ".terraform.lock.hcl")) {
 		name := filepath.Base(f)
 		b, err := os.ReadFile(f)
-		must(t, err)
+		testenv.Must(t, err)
 		fi, err := os.Stat(f)
-		must(t, err)
+		testenv.Must(t, err)
 		if name == "nixos-anywhere.tf" {
 			b = swapModule(t, b)
 		}
-		writeFile(t, filepath.Join(w.Dir, name), string(b), fi.Mode().Perm())
+		testenv.WriteFile(t, filepath.Join(w.Dir, name), string(b), fi.Mode().Perm())
 	}
 	standin := filepath.Join(src, "tofutest", "standin")
 	ents, err := os.ReadDir(standin)
-	must(t, err)
+	testenv.Must(t, err)
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join(standin, e.Name()))
-		must(t, err)
+		testenv.Must(t, err)
 		fi, err := e.Info()
-		must(t, err)
-		writeFile(t, filepath.Join(w.Dir, "nixos-anywhere-standin", e.Name()), string(b), fi.Mode().Perm())
+		testenv.Must(t, err)
+		testenv.WriteFile(t, filepath.Join(w.Dir, "nixos-anywhere-standin", e.Name()), string(b), fi.Mode().Perm())
 	}
 	return w
 }
@@ -204,7 +204,7 @@ func (w *Workdir) Init(t testing.TB) {
 // WriteVars writes terraform.tfvars.
 func (w *Workdir) WriteVars(t testing.TB, content string) {
 	t.Helper()
-	writeFile(t, filepath.Join(w.Dir, "terraform.tfvars"), content, 0o600)
+	testenv.WriteFile(t, filepath.Join(w.Dir, "terraform.tfvars"), content, 0o600)
 }
 
 // Installs is how many times the stand-in module ran.
@@ -216,18 +216,4 @@ func (w *Workdir) Installs() int {
 	var n int
 	fmt.Sscanf(strings.TrimSpace(string(b)), "%d", &n)
 	return n
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFile(t testing.TB, path, content string, mode os.FileMode) {
-	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(path), 0o755))
-	must(t, os.WriteFile(path, []byte(content), mode))
-	must(t, os.Chmod(path, mode))
 }

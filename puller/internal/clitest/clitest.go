@@ -166,9 +166,4 @@ func (e *Env) Locks() []string {
 }
 
 // Must fails the test on err.
-func Must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+var Must = testenv.Must
