@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/internal/testenv"
+	"github.com/haulproject/haul/puller/internal/repotest"
+	"github.com/haulproject/haul/puller/repo"
 )
 
 // Env is one test's haul setup: a repository, its password file and a
@@ -34,11 +36,20 @@ type Env struct {
 	LockWait string
 }
 
-// New prepares an Env and initialises its repository with `haul init`.
+// New prepares an Env and initialises its repository as `haul init` does,
+// but in this process with restic's low-cost KDF parameters, which the
+// repository's key file keeps: every haul and restic run that opens it
+// then derives its key in microseconds instead of restic's calibrated half
+// second. (`haul init` itself is tested in puller/cmd/haul.)
 func New(t testing.TB) *Env {
 	t.Helper()
 	e := NewBare(t)
-	e.MustHaul("init")
+	repotest.LowCostKDF(t)
+	pw, err := os.ReadFile(e.PasswordFile)
+	Must(t, err)
+	r, err := repo.Init(context.Background(), e.Repo, strings.TrimSpace(string(pw)), nil)
+	Must(t, err)
+	r.Close()
 	return e
 }
 
