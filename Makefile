@@ -82,10 +82,12 @@ test: generate
 	$(MAKE) --no-print-directory fuzz
 
 # The edit-test loop: unit packages only (not test/, which starts sshd,
-# dockerd and nix, nor the benchmarks), cached results reused.
+# dockerd and nix, nor the benchmarks), cached results reused, -short (the
+# slowest end-to-end cases run only in make test). The binaries are built
+# once here instead of once per test package (HAUL_BIN_DIR).
 UNIT_PKGS = $$($(GO) list ./... | grep -v -e '/test/' -e '/bench')
-test-short: generate
-	$(GO) test -short -timeout 10m $(GOTESTFLAGS) $(UNIT_PKGS)
+test-short: build
+	HAUL_BIN_DIR=$(CURDIR)/bin $(GO) test -short -timeout 10m $(GOTESTFLAGS) $(UNIT_PKGS)
 
 # Runs every Fuzz target in the module for $(FUZZTIME), one at a time (go test
 # -fuzz takes one target in one package). Targets are discovered with

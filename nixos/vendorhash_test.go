@@ -19,6 +19,7 @@ import (
 // fails when it is not the vendorHash committed in nixos/packages/haul.nix:
 // go.mod or go.sum changed without it, and `nix build .#haul` would fail.
 func TestVendorHashMatchesGoSum(t *testing.T) {
+	testenv.Slow(t, "hashes the whole Go module download as Nix would (needed only when go.mod or go.sum change)")
 	testenv.Require(t, "nix", "apt-get install nix-bin")
 	root := testenv.ModuleRoot(t)
 	pkg, err := os.ReadFile(filepath.Join(root, "nixos", "packages", "haul.nix"))

@@ -296,3 +296,12 @@ func Haul(t testing.TB, cfg string, args ...string) (stdout, stderr string, code
 	}
 	return o.String(), e.String(), 0
 }
+
+// Slow skips an end-to-end test under -short (make test-short, the edit
+// loop), saying why it is slow; make test, and so CI, always runs it.
+func Slow(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: %s; make test runs it", why)
+	}
+}

@@ -27,9 +27,16 @@ func TestMain(m *testing.M) {
 
 // evilTransports connects to a scenario in-process, over the exec
 // transport (the test binary as the agent process) and through a real
-// sshd whose authorized_keys runs it as the forced command.
+// sshd whose authorized_keys runs it as the forced command. With -short
+// (make test-short) only in-process: the limits are the puller's, the
+// same over every transport, and make test runs all three.
 func evilTransports(t *testing.T, names ...string) map[string]func(name string) transport.Connecter {
 	t.Helper()
+	if testing.Short() {
+		return map[string]func(string) transport.Connecter{
+			"pipe": func(n string) transport.Connecter { return evils[n].inProcess() },
+		}
+	}
 	self, err := os.Executable()
 	must(t, err)
 	keys := t.TempDir()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/puller/internal/clitest"
 )
 
@@ -46,6 +47,7 @@ var betaFlags = []string{"--keep-within", "40d", "--keep-yearly", "unlimited"}
 // and checks the repository with `restic check --read-data` and restores
 // every kept snapshot with restic.
 func TestForgetMatchesResticAndPruneKeepsRestorable(t *testing.T) {
+	testenv.Slow(t, "the restic CLI forgets, prunes, checks --read-data and restores each policy")
 	e := clitest.New(t)
 	alpha1 := filepath.Join(e.Dir, "alpha-data")
 	alpha2 := filepath.Join(e.Dir, "alpha-other")

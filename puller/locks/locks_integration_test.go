@@ -72,6 +72,7 @@ func script(t *testing.T, path, body string) string {
 // hold restic's shared lock at the same time and succeed; a prune started
 // meanwhile waits for them and then succeeds; the repository checks clean.
 func TestConcurrentBackupsShareTheLock(t *testing.T) {
+	testenv.Slow(t, "two haul processes back up for seconds while a prune waits for them")
 	e := clitest.New(t)
 	var hosts string
 	for _, h := range []string{"a", "b"} {

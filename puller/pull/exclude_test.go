@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/puller/internal/clitest"
 )
 
@@ -18,6 +19,7 @@ import (
 // and with haul's --json that the agent skipped them (excluded count) and
 // their bytes were never sent.
 func TestExcludeNeverCrossesTheWire(t *testing.T) {
+	testenv.Slow(t, "a whole Pangolin-shaped backup judged by the restic CLI")
 	e := clitest.New(t)
 	data := filepath.Join(e.Dir, "pangolin")
 	logs := filepath.Join(data, "config", "traefik", "logs")

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/puller/internal/clitest"
 	"github.com/haulproject/haul/puller/truenas"
 	"golang.org/x/net/websocket"
@@ -378,6 +379,7 @@ func checkIdempotentMidclt(t *testing.T, e *clitest.Env, v *midcltView, self str
 // /dev/null"`, stderr into the same pipe that is mailed): nothing on
 // success, the error on failure, with a binary path that needs quoting.
 func TestGeneratedCommandIsQuietUnderShC(t *testing.T) {
+	testenv.Slow(t, "runs the generated backup-and-forget job through sh -c")
 	e := clitest.New(t)
 	data := filepath.Join(e.Dir, "data")
 	clitest.WriteRandom(t, filepath.Join(data, "db.sqlite"), 64<<10)
