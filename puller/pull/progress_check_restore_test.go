@@ -95,8 +95,9 @@ func TestCheckProgressOnATerminal(t *testing.T) {
 // haul-agent (a fresh host, over the exec transport) with `haul restore`
 // on a real pseudo-terminal: the screen shows the tree streamed (files and
 // bytes of the snapshot's totals), the transfer (chunk bytes and chunks
-// sent of those the agent asked for, percent), and the wait while the
-// agent verifies and swaps; the result follows on a cleared line. A dry
+// sent of those the agent asked for, percent), and the steps the agent
+// reports while it verifies and swaps; the result follows on a cleared
+// line. A dry
 // run not on a terminal, and one with --json on it, show none of it.
 func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 	e := clitest.New(t)
@@ -127,7 +128,12 @@ func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 		`new: tree \d:\d\d 48\.1 MiB/48\.1 MiB 100% 21/21 files`,
 		`new: transfer \d:\d\d [\d.]+ [KMG]?i?B/48\.1 MiB \d+% \d+/\d+ chunks`,
 		`new: transfer \d:\d\d 48\.1 MiB/48\.1 MiB 100% (\d+)/\d+ chunks`,
-		`new: verify\+swap \d:\d\d`,
+		// The agent's own steps after the commit, from its progress frames.
+		`new: sync \d:\d\d`,
+		`new: verify \d:\d\d`,
+		`new: metadata \d:\d\d`,
+		`new: swap \d:\d\d`,
+		`new: finish \d:\d\d`,
 		`\x1b\[K\r?\n?restored snapshot [0-9a-f]{8} of vps onto new: 21 files`,
 	)
 	// The chunks counted are those the result reports sent.
