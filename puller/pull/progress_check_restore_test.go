@@ -146,3 +146,27 @@ func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 		t.Errorf("restored big: %d bytes, %v", len(b), err)
 	}
 }
+
+// TestMigrateProgressOnATerminal migrates between two real haul-agents
+// with `haul migrate` on a real pseudo-terminal: each step is an entry of
+// the progress line (the old host's backup, the restore onto the new one,
+// the new one's verifying backup), with the agents' phases.
+func TestMigrateProgressOnATerminal(t *testing.T) {
+	e := clitest.New(t)
+	data := filepath.Join(e.Dir, "data")
+	clitest.WriteRandom(t, filepath.Join(data, "big"), 16<<20)
+	newArgv := e.AgentArgv("new", filepath.Join(e.Dir, "new-data"))
+	e.WriteConfig("[[hosts]]\nname = \"vps\"\ncommand = " + e.AgentCommand("vps", data) + "\n" +
+		"[[hosts]]\nname = \"new\"\ncommand = " + clitest.TOMLArray(newArgv...) + "\n" +
+		"restore_command = " + clitest.TOMLArray(append(newArgv, "--allow-restore")...) + "\n")
+
+	screen := onTerminal(t, e, "migrate", "--from", "vps", "--to", "new")
+	wantScreen(t, "migrate", screen,
+		`\[0/1 done\] vps: pre-sync \d:\d\d`,
+		`\[0/1 done\] vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/16\.0 MiB \d+% 1/1 files`,
+		`\[1/2 done\] new: transfer \d:\d\d [\d.]+ [KMG]?i?B/16\.0 MiB \d+% \d+/\d+ chunks`,
+		`\[1/2 done\] new: swap \d:\d\d`,
+		`\[2/3 done\] new: freeze \d:\d\d`,
+		`\x1b\[K\r?\n?migrated vps → new in `,
+	)
+}
