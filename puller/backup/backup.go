@@ -439,6 +439,7 @@ type session struct {
 // awaitFrozen reads the agent's answer to freeze: progress frames naming
 // its steps (pre-sync, freeze), then frozen.
 func (s *session) awaitFrozen() error {
+	shown := proto.PhasePreSync // what run shows while it waits
 	for {
 		t, p, err := s.conn.R.Read()
 		if err != nil {
@@ -451,7 +452,10 @@ func (s *session) awaitFrozen() error {
 		if err != nil {
 			return err
 		}
-		s.prog.Phase(phase)
+		if phase != shown {
+			s.prog.Phase(phase)
+			shown = phase
+		}
 	}
 }
 
