@@ -109,7 +109,12 @@ func (s *session) backup(ctx context.Context) error {
 				return proto.Errorf(proto.CodeProtocol, "freeze requested after the walk began; the mirror must not change under the manifest")
 			}
 			frozen = true
-			rep, err := s.freeze(ctx)
+			rep, err := s.freeze(ctx, func(phase string) error {
+				if !s.progress {
+					return nil
+				}
+				return s.sendVia(out, proto.TProgress, &proto.Progress{Phase: phase})
+			})
 			if err != nil {
 				return err
 			}
@@ -216,7 +221,9 @@ func (s *session) backup(ctx context.Context) error {
 
 // freeze syncs the mirror twice: once while the services run, then again
 // inside the quiesce window, where only what changed in between is copied.
-func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
+// phase reports each of its two steps as it begins: the pre-sync, then the
+// freeze (quiesce, sync what changed, resume).
+func (s *session) freeze(ctx context.Context, phase func(string) error) (*proto.Frozen, error) {
 	m, err := mirror.Open(s.Config.MirrorDir(), s.Config.mirrorIndexPath())
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "%v", err)
@@ -225,6 +232,9 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	// not inside the window (see mirror.Mirror.Defer).
 	m.Defer = true
 	rep := &proto.Frozen{Mode: s.Config.Quiesce.Mode}
+	if err := phase(proto.PhasePreSync); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "pre-sync of mirror: %v", err)
@@ -234,6 +244,9 @@ func (s *session) freeze(ctx context.Context) (*proto.Frozen, error) {
 	q, err := s.quiescer()
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeFreeze, "%v", err)
+	}
+	if err := phase(proto.PhaseFreeze); err != nil {
+		return nil, err
 	}
 	stats, phases, window, err := Freeze(ctx, q, s.Config, func(ctx context.Context) (mirror.Stats, error) {
 		return m.Sync(ctx, s.Config.DataPaths)

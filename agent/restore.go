@@ -166,16 +166,25 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	phase("transfer", t)
 
 	t = time.Now()
+	if err := s.reportPhase(proto.PhaseSync); err != nil {
+		return err
+	}
 	if err := st.Sync(); err != nil {
 		return err
 	}
 	phase("sync", t)
 	t = time.Now()
+	if err := s.reportPhase(proto.PhaseVerify); err != nil {
+		return err
+	}
 	if err := st.Verify(ctx); err != nil {
 		return err
 	}
 	phase("verify", t)
 	t = time.Now()
+	if err := s.reportPhase(proto.PhaseMetadata); err != nil {
+		return err
+	}
 	if err := st.ApplyMetadata(); err != nil {
 		return err
 	}
@@ -212,6 +221,9 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if !ready {
 		q = &freshHostQuiescer{Quiescer: q, warn: st.Warn}
 	}
+	if err := s.reportPhase(proto.PhaseSwap); err != nil {
+		return err
+	}
 	res.SwapStarted = time.Now()
 	var kept []string
 	_, phases, window, err := Freeze(ctx, q, s.Config, func(context.Context) (mirror.Stats, error) {
@@ -235,6 +247,9 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	// From here the restored data is live: report every later failure
 	// as such, never as "nothing changed".
 	t = time.Now()
+	if perr := s.reportPhase(proto.PhaseFinish); perr != nil {
+		s.logf("warning: %v", perr) // the session's end reports a lost puller
+	}
 	pruned, perr := restore.PrunePrevious(s.Config.restoreHost())
 	res.Pruned = pruned
 	if perr != nil {
@@ -254,6 +269,15 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	res.Warnings = st.Warnings()
 	s.logf("restored snapshot %s: %d files, %s; targets quiesced for %.1f ms", short(b.Snapshot), res.Files, units.Bytes(res.Bytes), res.FreezeMS)
 	return s.conn.Send(proto.TRestoreResult, res)
+}
+
+// reportPhase tells a puller that takes progress frames which step of the
+// commit has begun.
+func (s *session) reportPhase(name string) error {
+	if !s.progress {
+		return nil
+	}
+	return s.conn.Send(proto.TProgress, &proto.Progress{Phase: name})
 }
 
 // receiveTree builds the staging tree from the TNode/TDirEnd stream.

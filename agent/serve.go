@@ -11,6 +11,7 @@ import (
 	"github.com/haulproject/haul/agent/restore"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -36,6 +37,9 @@ type Server struct {
 	// MaxVersion caps the protocol version (0: the newest); tests use it
 	// to act as an older agent.
 	MaxVersion int
+	// NoProgress acts as an agent from before progress frames (tests): it
+	// neither lists proto.FeatureProgress nor sends them.
+	NoProgress bool
 }
 
 // frame is one received frame with its own copy of the payload.
@@ -134,6 +138,9 @@ type session struct {
 	// committed reports the mirror's deferred fsync after a freeze.
 	committed chan error
 	pol       chunker.Pol
+	// progress: both hellos list proto.FeatureProgress, so the puller
+	// takes progress frames.
+	progress bool
 }
 
 // next returns the next frame or the reason there is none.
@@ -200,6 +207,10 @@ func (s *session) run(ctx context.Context) error {
 		RestoreAllowed: s.AllowRestore,
 		Ready:          s.Config.Ready(),
 		Features:       []string{proto.FeatureExclude},
+	}
+	if !s.NoProgress {
+		reply.Features = append(reply.Features, proto.FeatureProgress)
+		s.progress = slices.Contains(hello.Features, proto.FeatureProgress)
 	}
 	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {
 		return err

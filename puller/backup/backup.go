@@ -32,6 +32,9 @@ type Options struct {
 	CacheDir string // haul's per-repository state
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// NoProgressFrames acts as a puller from before progress frames
+	// (tests): its hello does not list proto.FeatureProgress.
+	NoProgressFrames bool
 	// MaxVersion caps the protocol version offered (0: the newest); tests
 	// use it to act as an older puller.
 	MaxVersion int
@@ -47,8 +50,10 @@ type Options struct {
 
 // Progress follows a backup for a live display (runlog.Host).
 type Progress interface {
-	// Phase names the step: "pre-sync+freeze" (the agent's mirror sync
-	// and freeze, one request), "manifest", "transfer", "snapshot".
+	// Phase names the step: "pre-sync" (the agent's mirror sync while the
+	// services run), "freeze" (quiesce, sync what changed, resume), or
+	// "pre-sync+freeze" for an agent that does not report the two apart;
+	// then "manifest", "transfer", "snapshot".
 	Phase(name string)
 	// Counts reports the phase's bytes and files done of their totals
 	// (negative: not known yet; the totals are known once the manifest
@@ -203,9 +208,13 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 		pol = r.Config().ChunkerPolynomial
 	}
 	var sess *transport.Session
+	var hello transport.Hello
 	for {
 		t := time.Now()
-		hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(pol), 16), MaxVersion: opts.MaxVersion}
+		hello = transport.Hello{Polynomial: strconv.FormatUint(uint64(pol), 16), MaxVersion: opts.MaxVersion}
+		if !opts.NoProgressFrames {
+			hello.Features = []string{proto.FeatureProgress}
+		}
 		sess, err = transport.Dial(sessCtx, watched, "backup", hello)
 		if err != nil {
 			if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
@@ -234,7 +243,8 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 	s := &session{
 		repo: r, res: res, logf: logf, opts: opts,
 		conn: sess.Conn, hello: sess.Reply,
-		requested: map[proto.ID]uint32{},
+		requested:     map[proto.ID]uint32{},
+		agentProgress: proto.ProgressTracker{Enabled: sess.Both(hello, proto.FeatureProgress)},
 	}
 
 	// Which chunks this host has already given us: only these are not
@@ -419,9 +429,34 @@ type session struct {
 	treesNew int64
 	filesNew int64
 
-	prog         Progress
-	wantBytes    int64 // bytes of the chunks asked for
-	manifestDone bool
+	prog Progress
+	// agentProgress checks the agent's progress frames (pre-sync, freeze).
+	agentProgress proto.ProgressTracker
+	wantBytes     int64 // bytes of the chunks asked for
+	manifestDone  bool
+}
+
+// awaitFrozen reads the agent's answer to freeze: progress frames naming
+// its steps (pre-sync, freeze), then frozen.
+func (s *session) awaitFrozen() error {
+	shown := proto.PhasePreSync // what run shows while it waits
+	for {
+		t, p, err := s.conn.R.Read()
+		if err != nil {
+			return err
+		}
+		if t != proto.TProgress {
+			return proto.DecodeAs(t, p, proto.TFrozen, &s.res.Frozen)
+		}
+		phase, err := s.agentProgress.Phase(p, proto.BackupPhases)
+		if err != nil {
+			return err
+		}
+		if phase != shown {
+			s.prog.Phase(phase)
+			shown = phase
+		}
+	}
 }
 
 // counts reports the transfer: chunk bytes received of those asked for,
@@ -458,12 +493,16 @@ func (s *session) run(ctx context.Context) error {
 	if s.prog == nil {
 		s.prog = noProgress{}
 	}
-	s.prog.Phase("pre-sync+freeze")
+	if s.agentProgress.Enabled {
+		s.prog.Phase(proto.PhasePreSync) // the agent says when the freeze begins
+	} else {
+		s.prog.Phase("pre-sync+freeze")
+	}
 	t := time.Now()
 	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
 		return err
 	}
-	if err := s.conn.Expect(proto.TFrozen, &s.res.Frozen); err != nil {
+	if err := s.awaitFrozen(); err != nil {
 		return fmt.Errorf("freeze: %w", err)
 	}
 	s.frozenAt = time.Now()

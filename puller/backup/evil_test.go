@@ -38,6 +38,10 @@ type evil struct {
 	// die: hang up instead of the manifest (its stderr is then shown).
 	die    bool
 	stderr string
+	// features are listed in the hello-reply; progress frames are sent
+	// between freeze and frozen.
+	features []string
+	progress []string
 }
 
 // evils is the scenario registry, shared by the test and its re-executed
@@ -302,9 +306,14 @@ func (e evil) serve(in io.Reader, out io.Writer) error {
 	if err := c.Expect(proto.THello, &h); err != nil {
 		return err
 	}
-	_ = c.Send(proto.THelloReply, &proto.HelloReply{Version: version, Agent: "evil-agent", Verb: "backup", DataPaths: paths})
+	_ = c.Send(proto.THelloReply, &proto.HelloReply{Version: version, Agent: "evil-agent", Verb: "backup", DataPaths: paths, Features: e.features})
 	if err := c.Expect(proto.TFreeze, nil); err != nil {
 		return err
+	}
+	for _, p := range e.progress {
+		if err := c.Send(proto.TProgress, &proto.Progress{Phase: p}); err != nil {
+			return err
+		}
 	}
 	_ = c.Send(proto.TFrozen, &proto.Frozen{Mode: "none"})
 	if err := c.Expect(proto.TWalk, nil); err != nil {

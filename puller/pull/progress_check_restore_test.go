@@ -95,8 +95,9 @@ func TestCheckProgressOnATerminal(t *testing.T) {
 // haul-agent (a fresh host, over the exec transport) with `haul restore`
 // on a real pseudo-terminal: the screen shows the tree streamed (files and
 // bytes of the snapshot's totals), the transfer (chunk bytes and chunks
-// sent of those the agent asked for, percent), and the wait while the
-// agent verifies and swaps; the result follows on a cleared line. A dry
+// sent of those the agent asked for, percent), and the steps the agent
+// reports while it verifies and swaps; the result follows on a cleared
+// line. A dry
 // run not on a terminal, and one with --json on it, show none of it.
 func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 	e := clitest.New(t)
@@ -127,7 +128,12 @@ func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 		`new: tree \d:\d\d 48\.1 MiB/48\.1 MiB 100% 21/21 files`,
 		`new: transfer \d:\d\d [\d.]+ [KMG]?i?B/48\.1 MiB \d+% \d+/\d+ chunks`,
 		`new: transfer \d:\d\d 48\.1 MiB/48\.1 MiB 100% (\d+)/\d+ chunks`,
-		`new: verify\+swap \d:\d\d`,
+		// The agent's own steps after the commit, from its progress frames.
+		`new: sync \d:\d\d`,
+		`new: verify \d:\d\d`,
+		`new: metadata \d:\d\d`,
+		`new: swap \d:\d\d`,
+		`new: finish \d:\d\d`,
 		`\x1b\[K\r?\n?restored snapshot [0-9a-f]{8} of vps onto new: 21 files`,
 	)
 	// The chunks counted are those the result reports sent.
@@ -139,4 +145,28 @@ func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(newData, "big")); err != nil || len(b) != 48<<20 {
 		t.Errorf("restored big: %d bytes, %v", len(b), err)
 	}
+}
+
+// TestMigrateProgressOnATerminal migrates between two real haul-agents
+// with `haul migrate` on a real pseudo-terminal: each step is an entry of
+// the progress line (the old host's backup, the restore onto the new one,
+// the new one's verifying backup), with the agents' phases.
+func TestMigrateProgressOnATerminal(t *testing.T) {
+	e := clitest.New(t)
+	data := filepath.Join(e.Dir, "data")
+	clitest.WriteRandom(t, filepath.Join(data, "big"), 16<<20)
+	newArgv := e.AgentArgv("new", filepath.Join(e.Dir, "new-data"))
+	e.WriteConfig("[[hosts]]\nname = \"vps\"\ncommand = " + e.AgentCommand("vps", data) + "\n" +
+		"[[hosts]]\nname = \"new\"\ncommand = " + clitest.TOMLArray(newArgv...) + "\n" +
+		"restore_command = " + clitest.TOMLArray(append(newArgv, "--allow-restore")...) + "\n")
+
+	screen := onTerminal(t, e, "migrate", "--from", "vps", "--to", "new")
+	wantScreen(t, "migrate", screen,
+		`\[0/1 done\] vps: pre-sync \d:\d\d`,
+		`\[0/1 done\] vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/16\.0 MiB \d+% 1/1 files`,
+		`\[1/2 done\] new: transfer \d:\d\d [\d.]+ [KMG]?i?B/16\.0 MiB \d+% \d+/\d+ chunks`,
+		`\[1/2 done\] new: swap \d:\d\d`,
+		`\[2/3 done\] new: freeze \d:\d\d`,
+		`\x1b\[K\r?\n?migrated vps → new in `,
+	)
 }

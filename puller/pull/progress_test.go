@@ -38,7 +38,8 @@ func TestBackupProgressOnATerminal(t *testing.T) {
 		t.Fatalf("backup: %v\n%s", err, screen)
 	}
 	for _, re := range []string{
-		`\r\x1b\[K. \[0/1 done\] vps: (connecting|pre-sync\+freeze) \d:\d\d`,
+		`\r\x1b\[K. \[0/1 done\] vps: pre-sync \d:\d\d`,
+		`\r\x1b\[K. \[0/1 done\] vps: freeze \d:\d\d`,
 		`vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% 1/1 files`,
 	} {
 		if !regexp.MustCompile(re).MatchString(screen) {

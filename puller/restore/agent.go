@@ -46,8 +46,10 @@ type AgentOptions struct {
 	Logf func(format string, args ...any)
 	// Progress follows the restore for a live display (nil: none):
 	// "connect", "tree" (files and bytes of the snapshot sent), "transfer"
-	// (chunk bytes and chunks sent of those the agent asked for), then
-	// "verify+swap" (or "verify" for a dry run) while the agent finishes.
+	// (chunk bytes and chunks sent of those the agent asked for), then the
+	// agent's steps as it reports them (sync, verify, metadata, swap,
+	// finish; see proto.RestorePhases), or "verify+swap" ("verify" for a
+	// dry run) for an agent that does not report them.
 	Progress Progress
 }
 
@@ -104,7 +106,8 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 	}
 
 	t := time.Now()
-	sess, err := transport.Dial(ctx, conn, "restore", transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16)})
+	hello := transport.Hello{Polynomial: strconv.FormatUint(uint64(r.Config().ChunkerPolynomial), 16), Features: []string{proto.FeatureProgress}}
+	sess, err := transport.Dial(ctx, conn, "restore", hello)
 	if err != nil {
 		return res, fmt.Errorf("restore onto the agent: %w", err)
 	}
@@ -116,6 +119,8 @@ func Agent(ctx context.Context, r *repo.Repo, sn *repo.Snapshot, conn transport.
 		conn: sess.Conn, hello: sess.Reply,
 		content: map[proto.ID]bool{},
 		queue:   newIDQueue(ctx),
+
+		agentProgress: proto.ProgressTracker{Enabled: sess.Both(hello, proto.FeatureProgress)},
 	}
 	err = s.run(ctx)
 	cancel()
@@ -161,6 +166,11 @@ type agentSession struct {
 	// of it once wantsDone.
 	wantChunks, wantBytes atomic.Int64
 	wantsDone             atomic.Bool
+
+	// agentProgress checks the agent's progress frames, which may come
+	// only once the commit is sent.
+	agentProgress proto.ProgressTracker
+	committed     atomic.Bool
 
 	mu       sync.Mutex
 	firstErr error
@@ -230,10 +240,6 @@ func (s *agentSession) run(ctx context.Context) error {
 		s.prog.Unit("chunks")
 		if err := s.sendChunks(ctx); err != nil {
 			s.fail(err)
-		} else if s.opts.DryRun {
-			s.prog.Phase("verify")
-		} else {
-			s.prog.Phase("verify+swap")
 		}
 		s.res.Phases["transfer"] = float64(time.Since(t).Microseconds()) / 1000
 	}
@@ -358,6 +364,16 @@ func (s *agentSession) read(ctx context.Context) {
 			}
 			s.wantChunks.Add(int64(len(ids)))
 			s.queue.push(ids)
+		case proto.TProgress:
+			phase, err := s.agentProgress.Phase(p, proto.RestorePhases)
+			if err == nil && !s.committed.Load() {
+				err = fmt.Errorf("%w: progress from the agent before the commit", proto.ErrFrame)
+			}
+			if err != nil {
+				s.fail(err)
+				return
+			}
+			s.prog.Phase(phase)
 		case proto.TRestoreResult:
 			var r proto.RestoreResult
 			if err := proto.Decode(t, p, &r); err != nil {
@@ -706,6 +722,17 @@ func (s *agentSession) sendChunks(ctx context.Context) error {
 		return err
 	}
 	s.logf("%s: %d chunks sent (%d bytes); the agent verifies and swaps", s.target(), s.res.ChunksSent, s.res.ChunkBytes)
+	// What the agent does now, until it names its steps (progress frames,
+	// taken from here on).
+	switch {
+	case s.agentProgress.Enabled:
+		s.prog.Phase("commit")
+	case s.opts.DryRun:
+		s.prog.Phase("verify")
+	default:
+		s.prog.Phase("verify+swap")
+	}
+	s.committed.Store(true)
 	return s.conn.Send(proto.TRestoreCommit, &proto.RestoreCommit{})
 }
 

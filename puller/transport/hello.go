@@ -27,6 +27,9 @@ type Hello struct {
 	// MaxVersion caps the protocol versions offered (0: proto.Version);
 	// tests use it to act as an older puller.
 	MaxVersion int
+	// Features are the optional parts of the protocol the caller takes
+	// (proto.FeatureProgress: it handles the agent's progress frames).
+	Features []string
 }
 
 // Versions lists the protocol versions h offers, oldest first.
@@ -66,7 +69,7 @@ func Dial(ctx context.Context, c Connecter, verb string, h Hello) (*Session, err
 
 func (s *Session) hello(verb string, h Hello) error {
 	versions := h.Versions()
-	msg := proto.Hello{Versions: versions, ChunkerPolynomial: h.Polynomial, Client: "haul " + version.Version}
+	msg := proto.Hello{Versions: versions, ChunkerPolynomial: h.Polynomial, Client: "haul " + version.Version, Features: h.Features}
 	if err := s.Conn.Send(proto.THello, &msg); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
@@ -80,6 +83,12 @@ func (s *Session) hello(verb string, h Hello) error {
 		return fmt.Errorf("agent chose protocol version %d, not one of %v", s.Reply.Version, versions)
 	}
 	return nil
+}
+
+// Both says whether the caller's hello and the agent's reply both list
+// feature.
+func (s *Session) Both(h Hello, feature string) bool {
+	return slices.Contains(h.Features, feature) && slices.Contains(s.Reply.Features, feature)
 }
 
 // AgentSaid adds the tail of the agent's stderr to err, unless err is the
