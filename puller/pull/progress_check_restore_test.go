@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/haulproject/haul/internal/ptytest"
+	"github.com/haulproject/haul/internal/testenv"
 	"github.com/haulproject/haul/puller/internal/clitest"
 )
 
@@ -58,7 +59,7 @@ var progressMarks = regexp.MustCompile(`\r[^\n]|\x1b\[K|\d+%|ETA|\d+/\d+ (packs|
 func TestCheckProgressOnATerminal(t *testing.T) {
 	e := clitest.New(t)
 	data := filepath.Join(e.Dir, "data")
-	clitest.WriteRandom(t, filepath.Join(data, "big"), 64<<20)
+	clitest.WriteRandom(t, filepath.Join(data, "big"), 32<<20)
 	e.WriteConfig("[[hosts]]\nname = \"vps\"\ncommand = " + e.AgentCommand("vps", data) + "\n")
 	e.MustHaul("backup")
 
@@ -66,8 +67,8 @@ func TestCheckProgressOnATerminal(t *testing.T) {
 	wantScreen(t, "check --read-data", screen,
 		`check: load index \d:\d\d`,
 		`check: check snapshots \d:\d\d 1/1 snapshots 100%`,
-		`check: read data \d:\d\d [\d.]+ [KMG]?i?B/6\d\.\d MiB \d+% \d+/\d+ packs`,
-		`check: read data \d:\d\d 6\d\.\d MiB/6\d\.\d MiB 100% (\d+)/\d+ packs`,
+		`check: read data \d:\d\d [\d.]+ [KMG]?i?B/3\d\.\d MiB \d+% \d+/\d+ packs`,
+		`check: read data \d:\d\d 3\d\.\d MiB/3\d\.\d MiB 100% (\d+)/\d+ packs`,
 		`\x1b\[K\r?\n?no errors were found \(1 snapshots, read \d+ of \d+ packs`,
 	)
 	// The packs counted are those the result reports.
@@ -152,6 +153,7 @@ func TestAgentRestoreProgressOnATerminal(t *testing.T) {
 // the progress line (the old host's backup, the restore onto the new one,
 // the new one's verifying backup), with the agents' phases.
 func TestMigrateProgressOnATerminal(t *testing.T) {
+	testenv.Slow(t, "three sessions with two agents; restore's own progress runs in TestAgentRestoreProgressOnATerminal")
 	e := clitest.New(t)
 	data := filepath.Join(e.Dir, "data")
 	clitest.WriteRandom(t, filepath.Join(data, "big"), 16<<20)
