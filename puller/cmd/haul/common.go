@@ -92,17 +92,12 @@ func withLockedRepo(c *cli.Context, dryRun bool, logf func(string, ...any), fn f
 // exclusive), and fn runs in the lock's context; the lock is released and
 // the repository closed after.
 func withConfigLockedRepo(c *cli.Context, cfg *config.Config, readOnly bool, logf func(string, ...any), fn func(ctx context.Context, cfg *config.Config, r *repo.Repo) error) error {
-	ctx, cancel := signalContext(c)
-	defer cancel()
-	r, err := openRepo(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	unlock, lctx, err := r.Lock(ctx, !readOnly, cfg.RepoLockWait(), logf)
-	if err != nil {
-		return configFailure(err)
-	}
-	defer unlock()
-	return fn(lctx, cfg, r)
+	return withConfigRepo(c, cfg, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
+		unlock, lctx, err := r.Lock(ctx, !readOnly, cfg.RepoLockWait(), logf)
+		if err != nil {
+			return configFailure(err)
+		}
+		defer unlock()
+		return fn(lctx, cfg, r)
+	})
 }
