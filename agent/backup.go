@@ -165,30 +165,27 @@ func (s *session) backup(ctx context.Context) error {
 					cancel()
 				}
 			}()
-		case proto.TWant:
-			if queue == nil {
+		case proto.TWant, proto.TWantFull:
+			// want-full (protocol 2 on) asks for whole chunks, no deltas;
+			// each kind is counted against its own bound.
+			full, name, seen := t == proto.TWantFull, "want", &wants
+			if full {
+				name, seen = "want-full", &fulls
+			}
+			switch {
+			case full && (queue == nil || s.version < proto.DeltaVersion):
+				return proto.Errorf(proto.CodeProtocol, "unexpected want-full")
+			case queue == nil:
 				return proto.Errorf(proto.CodeProtocol, "want before walk")
 			}
 			ids, err := proto.DecodeWant(p)
 			if err != nil {
 				return err
 			}
-			if err := checkWants(ids, &wants, "want"); err != nil {
+			if err := checkWants(ids, seen, name); err != nil {
 				return err
 			}
-			queue.push(ids, false)
-		case proto.TWantFull:
-			if queue == nil || s.version < proto.DeltaVersion {
-				return proto.Errorf(proto.CodeProtocol, "unexpected want-full")
-			}
-			ids, err := proto.DecodeWant(p)
-			if err != nil {
-				return err
-			}
-			if err := checkWants(ids, &fulls, "want-full"); err != nil {
-				return err
-			}
-			queue.push(ids, true)
+			queue.push(ids, full)
 		case proto.TDone:
 			if queue != nil {
 				queue.close()

@@ -196,3 +196,18 @@ func TestWantFloodRefused(t *testing.T) {
 	}
 	p.expectError("not in the manifest")
 }
+
+// TestWantBeforeWalkRefused: a want or a want-full before the walk (no
+// manifest to check it against) ends the session, each with its own words.
+func TestWantBeforeWalkRefused(t *testing.T) {
+	for typ, want := range map[proto.Type]string{proto.TWant: "want before walk", proto.TWantFull: "unexpected want-full"} {
+		p, _ := startBackup(t)
+		if err := p.c.W.Write(typ, proto.EncodeWant([]proto.ID{proto.Hash([]byte("x"))})); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.c.W.Flush(); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			t.Fatal(err)
+		}
+		p.expectError(want)
+	}
+}
