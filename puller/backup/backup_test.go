@@ -14,12 +14,12 @@ import (
 	"github.com/haulproject/haul/internal/treecmp"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/pipetest"
 	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/transport"
-	"github.com/haulproject/haul/puller/transport/pipetest"
 )
 
 const password = "test-password"

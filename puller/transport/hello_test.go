@@ -13,11 +13,11 @@ import (
 	"github.com/haulproject/haul/agent"
 	"github.com/haulproject/haul/proto"
 	"github.com/haulproject/haul/puller/backup"
+	"github.com/haulproject/haul/puller/internal/pipetest"
 	"github.com/haulproject/haul/puller/internal/repotest"
 	"github.com/haulproject/haul/puller/repo"
 	"github.com/haulproject/haul/puller/restore"
 	"github.com/haulproject/haul/puller/transport"
-	"github.com/haulproject/haul/puller/transport/pipetest"
 )
 
 // inProcess serves every verb with the real agent code, its protocol
