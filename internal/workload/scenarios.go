@@ -203,18 +203,10 @@ func RewriteFraction(dir string, fraction float64, seed int64) (string, error) {
 	}
 	var largest string
 	var size int64 = -1
-	err := filepath.WalkDir(filepath.Join(dir, "config"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
+	err := configFiles(dir, func(p string, info fs.FileInfo) {
 		if info.Size() > size {
 			largest, size = p, info.Size()
 		}
-		return nil
 	})
 	if err != nil {
 		return "", err

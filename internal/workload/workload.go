@@ -169,7 +169,19 @@ func writeLogs(dir string, w *world, seed, n int64) error {
 // treeStats counts the regular files under dir/config.
 func treeStats(dir string) (Stats, error) {
 	var st Stats
-	err := filepath.WalkDir(filepath.Join(dir, "config"), func(p string, d fs.DirEntry, err error) error {
+	err := configFiles(dir, func(p string, info fs.FileInfo) {
+		st.Files++
+		st.Bytes += info.Size()
+		if p == filepath.Join(dir, DBPath) {
+			st.DBBytes = info.Size()
+		}
+	})
+	return st, err
+}
+
+// configFiles calls fn with each regular file under dir/config.
+func configFiles(dir string, fn func(path string, info fs.FileInfo)) error {
+	return filepath.WalkDir(filepath.Join(dir, "config"), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err
 		}
@@ -177,14 +189,9 @@ func treeStats(dir string) (Stats, error) {
 		if err != nil {
 			return err
 		}
-		st.Files++
-		st.Bytes += info.Size()
-		if p == filepath.Join(dir, DBPath) {
-			st.DBBytes = info.Size()
-		}
+		fn(p, info)
 		return nil
 	})
-	return st, err
 }
 
 // ChangeNothing is the null scenario: it touches nothing, so a backup taken
