@@ -375,23 +375,18 @@ func (c *comparer) diffEntry(f *diffFrame, stats *DiffStats, node1, node2 *data.
 			}
 			return push(f, &diffFrame{kind: frameDiff, prefix: full}, *node1.Subtree, *node2.Subtree)
 		}
-	case node1 != nil:
-		if node1.Type == data.NodeTypeDir {
+	default: // only in one of them: removed, or added
+		node, mode, stat, blobs := node1, "-", &stats.Removed, c.before
+		if node1 == nil {
+			node, mode, stat, blobs = node2, "+", &stats.Added, c.after
+		}
+		if node.Type == data.NodeTypeDir {
 			name += "/"
 		}
-		c.change(name, "-")
-		stats.Removed.add(node1)
-		if node1.Type == data.NodeTypeDir {
-			return push(f, &diffFrame{kind: framePrint, prefix: full, mode: "-", stat: &stats.Removed, blobs: c.before}, *node1.Subtree)
-		}
-	default:
-		if node2.Type == data.NodeTypeDir {
-			name += "/"
-		}
-		c.change(name, "+")
-		stats.Added.add(node2)
-		if node2.Type == data.NodeTypeDir {
-			return push(f, &diffFrame{kind: framePrint, prefix: full, mode: "+", stat: &stats.Added, blobs: c.after}, *node2.Subtree)
+		c.change(name, mode)
+		stat.add(node)
+		if node.Type == data.NodeTypeDir {
+			return push(f, &diffFrame{kind: framePrint, prefix: full, mode: mode, stat: stat, blobs: blobs}, *node.Subtree)
 		}
 	}
 	return nil
