@@ -385,3 +385,18 @@ func (s *SSHD) SSHArgs(key KeyPair) []string {
 		s.User + "@" + s.Host,
 	}
 }
+
+// AgentKeys are a haul-agent host's authorized_keys entries as the NixOS
+// module writes them: the backup key runs `AGENT serve --config CFG`, the
+// restore key the same with --allow-restore, both restricted. wrap, if not
+// nil, turns each command into the one sshd runs (inside unshare, say).
+func AgentKeys(agent, agentCfg string, backup, restore KeyPair, wrap func(cmd string) string) []AuthorizedKey {
+	if wrap == nil {
+		wrap = func(cmd string) string { return cmd }
+	}
+	serve := agent + " serve --config " + agentCfg
+	return []AuthorizedKey{
+		{Key: backup, Options: fmt.Sprintf(`command="%s",restrict`, wrap(serve))},
+		{Key: restore, Options: fmt.Sprintf(`command="%s",restrict`, wrap(serve+" --allow-restore"))},
+	}
+}

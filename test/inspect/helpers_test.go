@@ -49,10 +49,7 @@ func newEnv(t *testing.T) *env {
 	e.backupKey = testenv.NewKeyPair(t, keys, "backup")
 	e.restKey = testenv.NewKeyPair(t, keys, "restore")
 	agent := filepath.Join(e.bins, "haul-agent")
-	e.sshd = testenv.StartSSHD(t, testenv.SSHDOptions{Keys: []testenv.AuthorizedKey{
-		{Key: e.backupKey, Options: fmt.Sprintf(`command="%s serve --config %s",restrict`, agent, e.agentCfg)},
-		{Key: e.restKey, Options: fmt.Sprintf(`command="%s serve --config %s --allow-restore",restrict`, agent, e.agentCfg)},
-	}})
+	e.sshd = testenv.StartSSHD(t, testenv.SSHDOptions{Keys: testenv.AgentKeys(agent, e.agentCfg, e.backupKey, e.restKey, nil)})
 	e.nas = filepath.Join(root, "nas")
 	must(t, os.MkdirAll(e.nas, 0o700))
 	e.repo = filepath.Join(e.nas, "repo")

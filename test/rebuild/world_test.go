@@ -272,10 +272,7 @@ func (w *world) startServer(hostKey *testenv.KeyPair) *server {
 	agent := filepath.Join(w.bins, "haul-agent")
 	s.sshd = testenv.StartSSHD(w.t, testenv.SSHDOptions{
 		HostKey: hostKey,
-		Keys: []testenv.AuthorizedKey{
-			{Key: w.backupKey, Options: fmt.Sprintf(`command="%s serve --config %s",restrict`, agent, s.agentCfg)},
-			{Key: w.restoreKey, Options: fmt.Sprintf(`command="%s serve --config %s --allow-restore",restrict`, agent, s.agentCfg)},
-		},
+		Keys:    testenv.AgentKeys(agent, s.agentCfg, w.backupKey, w.restoreKey, nil),
 	})
 	return s
 }

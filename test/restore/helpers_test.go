@@ -93,11 +93,8 @@ func newVPS(t testing.TB, name string, opts vpsOptions) *vps {
 	v.restoreKey = testenv.NewKeyPair(t, keys, "restore")
 	v.plainKey = testenv.NewKeyPair(t, keys, "plain")
 	agent := filepath.Join(testenv.Binaries(t), "haul-agent")
-	v.sshd = testenv.StartSSHD(t, testenv.SSHDOptions{Keys: []testenv.AuthorizedKey{
-		{Key: v.backupKey, Options: fmt.Sprintf(`command="%s",restrict`, wrap(agent+" serve --config "+v.agentCfg))},
-		{Key: v.restoreKey, Options: fmt.Sprintf(`command="%s",restrict`, wrap(agent+" serve --config "+v.agentCfg+" --allow-restore"))},
-		{Key: v.plainKey},
-	}})
+	v.sshd = testenv.StartSSHD(t, testenv.SSHDOptions{Keys: append(testenv.AgentKeys(agent, v.agentCfg, v.backupKey, v.restoreKey, wrap),
+		testenv.AuthorizedKey{Key: v.plainKey})})
 	return v
 }
 
