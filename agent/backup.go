@@ -114,6 +114,8 @@ func (s *session) backup(ctx context.Context) error {
 					return nil
 				}
 				return s.sendVia(out, proto.TProgress, &proto.Progress{Phase: phase})
+			}, func(phase string, m *mirror.Mirror) func() error {
+				return s.trackSync(out, phase, m)
 			})
 			if err != nil {
 				return err
@@ -216,11 +218,61 @@ func (s *session) backup(ctx context.Context) error {
 	}
 }
 
+// trackSync reports the counts of phase's mirror sync, when the puller
+// takes them: every ProgressInterval while they change, and once more when
+// the returned stop is called (after the sync), so even a short phase ends
+// with its final counts on the puller's screen. The sync only bumps
+// counters; the frames are sent from a goroutine of their own, so a slow
+// puller never slows the sync (inside the freeze window above all).
+func (s *session) trackSync(out chan<- outFrame, phase string, m *mirror.Mirror) (stop func() error) {
+	if !s.progressCounts {
+		return func() error { return nil }
+	}
+	m.ResetProgress()
+	filesTotal, bytesTotal := m.Expected()
+	every := s.ProgressInterval
+	if every <= 0 {
+		every = time.Second
+	}
+	quit, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		var sentFiles, sentBytes int64
+		send := func() error {
+			files, bytes := m.Progress()
+			if files == sentFiles && bytes == sentBytes {
+				return nil
+			}
+			sentFiles, sentBytes = files, bytes
+			return s.sendVia(out, proto.TProgress, proto.CountsFrame(phase, files, bytes, filesTotal, bytesTotal))
+		}
+		for {
+			select {
+			case <-quit:
+				done <- send()
+				return
+			case <-tick.C:
+				if err := send(); err != nil {
+					<-quit
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	return func() error {
+		close(quit)
+		return <-done
+	}
+}
+
 // freeze syncs the mirror twice: once while the services run, then again
 // inside the quiesce window, where only what changed in between is copied.
 // phase reports each of its two steps as it begins: the pre-sync, then the
-// freeze (quiesce, sync what changed, resume).
-func (s *session) freeze(ctx context.Context, phase func(string) error) (*proto.Frozen, error) {
+// freeze (quiesce, sync what changed, resume); track follows each step's
+// sync for the puller's display until the stop it returns is called.
+func (s *session) freeze(ctx context.Context, phase func(string) error, track func(string, *mirror.Mirror) func() error) (*proto.Frozen, error) {
 	m, err := mirror.Open(s.Config.MirrorDir(), s.Config.mirrorIndexPath())
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "%v", err)
@@ -233,7 +285,12 @@ func (s *session) freeze(ctx context.Context, phase func(string) error) (*proto.
 		return nil, err
 	}
 	t0 := time.Now()
-	if _, err := m.Sync(ctx, s.Config.DataPaths); err != nil {
+	stop := track(proto.PhasePreSync, m)
+	_, err = m.Sync(ctx, s.Config.DataPaths)
+	if serr := stop(); err == nil && serr != nil {
+		return nil, serr
+	}
+	if err != nil {
 		return nil, proto.Errorf(proto.CodeIO, "pre-sync of mirror: %v", err)
 	}
 	rep.PreSyncMS = ms(time.Since(t0))
@@ -245,9 +302,13 @@ func (s *session) freeze(ctx context.Context, phase func(string) error) (*proto.
 	if err := phase(proto.PhaseFreeze); err != nil {
 		return nil, err
 	}
+	stop = track(proto.PhaseFreeze, m)
 	stats, phases, window, err := Freeze(ctx, q, s.Config, func(ctx context.Context) (mirror.Stats, error) {
 		return m.Sync(ctx, s.Config.DataPaths)
 	})
+	if serr := stop(); err == nil && serr != nil {
+		return nil, serr
+	}
 	rep.Phases = phases
 	rep.FreezeMS = ms(window)
 	rep.FilesCopied = stats.Copied

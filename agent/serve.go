@@ -40,6 +40,14 @@ type Server struct {
 	// NoProgress acts as an agent from before progress frames (tests): it
 	// neither lists proto.FeatureProgress nor sends them.
 	NoProgress bool
+	// NoProgressCounts acts as an agent from before counts in progress
+	// frames (tests): it does not list proto.FeatureProgressCounts.
+	NoProgressCounts bool
+	// ProgressInterval is how often the mirror syncs report their counts
+	// (0: every second). Tests set it shorter; a puller refuses more than
+	// proto.MaxCountsPerSecond, so it is never under
+	// proto.MinCountsInterval otherwise.
+	ProgressInterval time.Duration
 }
 
 // frame is one received frame with its own copy of the payload.
@@ -141,6 +149,9 @@ type session struct {
 	// progress: both hellos list proto.FeatureProgress, so the puller
 	// takes progress frames.
 	progress bool
+	// progressCounts: both hellos also list proto.FeatureProgressCounts,
+	// so progress frames may carry counts.
+	progressCounts bool
 }
 
 // next returns the next frame or the reason there is none.
@@ -211,6 +222,10 @@ func (s *session) run(ctx context.Context) error {
 	if !s.NoProgress {
 		reply.Features = append(reply.Features, proto.FeatureProgress)
 		s.progress = slices.Contains(hello.Features, proto.FeatureProgress)
+		if !s.NoProgressCounts {
+			reply.Features = append(reply.Features, proto.FeatureProgressCounts)
+			s.progressCounts = s.progress && slices.Contains(hello.Features, proto.FeatureProgressCounts)
+		}
 	}
 	if err := s.conn.Send(proto.THelloReply, &reply); err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/haulproject/haul/internal/atomicfile"
@@ -89,6 +90,13 @@ type Mirror struct {
 	stats   Stats
 	pending []string // mirror paths (relative to Root) not yet fsynced (Defer)
 
+	// seenFiles and seenBytes count the regular files the sync in
+	// progress has gone through and their sizes (see Progress); lastFiles
+	// and lastBytes are the totals of the last sync that completed (-1:
+	// none in this process yet).
+	seenFiles, seenBytes atomic.Int64
+	lastFiles, lastBytes int64
+
 	root       *os.Root // Root, for the rare lookups by path (hard links)
 	tmpFD      int      // tmpDir, open for the duration of a sync
 	tmpSeq     int
@@ -104,7 +112,7 @@ const tmpDir = ".haul-tmp"
 // Open loads the mirror's index. A missing index (first run) or one left
 // dirty by a crash makes the next sync compare every file's content.
 func Open(root, indexPath string) (*Mirror, error) {
-	m := &Mirror{Root: root, IndexPath: indexPath, index: map[string]fileState{}}
+	m := &Mirror{Root: root, IndexPath: indexPath, index: map[string]fileState{}, lastFiles: -1, lastBytes: -1}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("create mirror %s: %w", root, err)
 	}
@@ -125,11 +133,44 @@ func Open(root, indexPath string) (*Mirror, error) {
 	return m, nil
 }
 
+// Progress reports how far the sync in progress has got: regular files
+// gone through (copied or not) and their bytes. It may be called from
+// another goroutine while Sync runs.
+func (m *Mirror) Progress() (files, bytes int64) {
+	return m.seenFiles.Load(), m.seenBytes.Load()
+}
+
+// ResetProgress sets Progress back to zero, for a display that follows
+// the next Sync from its start (Sync does too, when it begins).
+func (m *Mirror) ResetProgress() {
+	m.seenFiles.Store(0)
+	m.seenBytes.Store(0)
+}
+
+// Expected estimates what the next Sync goes through, the totals for
+// Progress: what the last sync of this process went through, else what
+// the index recorded of the sync before (it holds one entry per file, so
+// hard links beyond the first name are not in it). Negative: no estimate
+// (first sync, or the index was distrusted). Call it between syncs.
+func (m *Mirror) Expected() (files, bytes int64) {
+	if m.lastFiles >= 0 {
+		return m.lastFiles, m.lastBytes
+	}
+	if len(m.index) == 0 {
+		return -1, -1
+	}
+	for _, st := range m.index {
+		bytes += st.Size
+	}
+	return int64(len(m.index)), bytes
+}
+
 // Sync makes the mirror equal to the sources: content, type, mode, owner,
 // mtime, link targets and hard links. Unless Defer is set, the copies and the
 // index are durable when it returns.
 func (m *Mirror) Sync(ctx context.Context, sources []string) (Stats, error) {
 	m.stats = Stats{}
+	m.ResetProgress()
 	m.next = make(map[string]fileState, len(m.index))
 	m.links = map[[2]uint64]string{}
 	if m.noClone == nil {
@@ -158,6 +199,7 @@ func (m *Mirror) Sync(ctx context.Context, sources []string) (Stats, error) {
 	// No syncfs: it would flush every other writer's dirty pages on the
 	// filesystem, inside the freeze window.
 	m.index = m.next
+	m.lastFiles, m.lastBytes = m.Progress()
 	if m.Defer {
 		return m.stats, nil
 	}
@@ -374,7 +416,10 @@ func (m *Mirror) sync(ctx context.Context, e entry) error {
 		return m.syncDir(ctx, e, &st, dstExists, &dt)
 	case unix.S_IFREG:
 		m.stats.Files++
-		return m.syncFile(e, &st, dstExists, &dt)
+		err := m.syncFile(e, &st, dstExists, &dt)
+		m.seenFiles.Add(1)
+		m.seenBytes.Add(st.Size)
+		return err
 	case unix.S_IFLNK:
 		target, err := readlinkat(e.srcDir, e.name)
 		if errors.Is(err, unix.ENOENT) {

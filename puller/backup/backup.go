@@ -35,6 +35,9 @@ type Options struct {
 	// NoProgressFrames acts as a puller from before progress frames
 	// (tests): its hello does not list proto.FeatureProgress.
 	NoProgressFrames bool
+	// NoProgressCounts acts as a puller from before counts in progress
+	// frames (tests): its hello lists proto.FeatureProgress only.
+	NoProgressCounts bool
 	// MaxVersion caps the protocol version offered (0: the newest); tests
 	// use it to act as an older puller.
 	MaxVersion int
@@ -214,6 +217,9 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 		hello = transport.Hello{Polynomial: strconv.FormatUint(uint64(pol), 16), MaxVersion: opts.MaxVersion}
 		if !opts.NoProgressFrames {
 			hello.Features = []string{proto.FeatureProgress}
+			if !opts.NoProgressCounts {
+				hello.Features = append(hello.Features, proto.FeatureProgressCounts)
+			}
 		}
 		sess, err = transport.Dial(sessCtx, watched, "backup", hello)
 		if err != nil {
@@ -240,11 +246,16 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 	// ctx is now the lock's: losing the lock ends the session too.
 	stopLockWatch := context.AfterFunc(ctx, func() { cancelSess(context.Cause(ctx)) })
 	defer stopLockWatch()
+	progress := proto.ProgressTracker{
+		Enabled: sess.Both(hello, proto.FeatureProgress),
+		Counts:  sess.Both(hello, proto.FeatureProgress) && sess.Both(hello, proto.FeatureProgressCounts),
+		Start:   time.Now(),
+	}
 	s := &session{
 		repo: r, res: res, logf: logf, opts: opts,
 		conn: sess.Conn, hello: sess.Reply,
 		requested:     map[proto.ID]uint32{},
-		agentProgress: proto.ProgressTracker{Enabled: sess.Both(hello, proto.FeatureProgress)},
+		agentProgress: progress,
 	}
 
 	// Which chunks this host has already given us: only these are not
@@ -437,7 +448,8 @@ type session struct {
 }
 
 // awaitFrozen reads the agent's answer to freeze: progress frames naming
-// its steps (pre-sync, freeze), then frozen.
+// its steps (pre-sync, freeze) and, with proto.FeatureProgressCounts,
+// each step's files and bytes so far, then frozen.
 func (s *session) awaitFrozen() error {
 	shown := proto.PhasePreSync // what run shows while it waits
 	for {
@@ -448,13 +460,23 @@ func (s *session) awaitFrozen() error {
 		if t != proto.TProgress {
 			return proto.DecodeAs(t, p, proto.TFrozen, &s.res.Frozen)
 		}
-		phase, err := s.agentProgress.Phase(p, proto.BackupPhases)
+		m, err := s.agentProgress.Frame(p, proto.BackupPhases)
 		if err != nil {
 			return err
 		}
-		if phase != shown {
-			s.prog.Phase(phase)
-			shown = phase
+		if m.Phase != shown {
+			s.prog.Phase(m.Phase)
+			shown = m.Phase
+		}
+		if m.HasCounts() {
+			filesTotal, bytesTotal := int64(-1), int64(-1)
+			if m.FilesTotal != nil {
+				filesTotal = *m.FilesTotal
+			}
+			if m.BytesTotal != nil {
+				bytesTotal = *m.BytesTotal
+			}
+			s.prog.Counts(*m.Bytes, bytesTotal, *m.Files, filesTotal)
 		}
 	}
 }

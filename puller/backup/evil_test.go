@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -39,7 +40,7 @@ type evil struct {
 	die    bool
 	stderr string
 	// features are listed in the hello-reply; progress frames are sent
-	// between freeze and frozen.
+	// between freeze and frozen (a phase name, or a frame's JSON).
 	features []string
 	progress []string
 }
@@ -311,7 +312,11 @@ func (e evil) serve(in io.Reader, out io.Writer) error {
 		return err
 	}
 	for _, p := range e.progress {
-		if err := c.Send(proto.TProgress, &proto.Progress{Phase: p}); err != nil {
+		var m any = &proto.Progress{Phase: p}
+		if strings.HasPrefix(p, "{") {
+			m = json.RawMessage(p) // a whole frame, counts and all
+		}
+		if err := c.Send(proto.TProgress, m); err != nil {
 			return err
 		}
 	}
