@@ -16,8 +16,10 @@ import (
 
 // TestBackupProgressOnATerminal runs the real haul backup (through the
 // real haul-agent) with stderr on a real pseudo-terminal: the screen shows
-// the phases, and during the transfer bytes done of the total, percent and
-// files. With stderr not a terminal, and with --quiet, there is none of it.
+// the phases, the agent's counts of its mirror syncs (pre-sync, freeze;
+// of a total from the second backup on), and during the transfer bytes
+// done of the total, percent and files. With stderr not a terminal, and
+// with --quiet, there is none of it.
 func TestBackupProgressOnATerminal(t *testing.T) {
 	e := clitest.New(t)
 	data := filepath.Join(e.Dir, "data")
@@ -39,6 +41,9 @@ func TestBackupProgressOnATerminal(t *testing.T) {
 	}
 	for _, re := range []string{
 		`\r\x1b\[K. \[0/1 done\] vps: pre-sync \d:\d\d`,
+		// The agent's counts of its mirror sync: the first has no
+		// totals to go by.
+		`vps: pre-sync \d:\d\d 128\.0 MiB 1 files`,
 		`\r\x1b\[K. \[0/1 done\] vps: freeze \d:\d\d`,
 		`vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% 1/1 files`,
 	} {
@@ -51,6 +56,29 @@ func TestBackupProgressOnATerminal(t *testing.T) {
 	}
 	if !strings.Contains(screen, "snapshot") {
 		t.Errorf("no summary on the terminal:\n%q", screen)
+	}
+
+	// The second backup's syncs know their totals from the first.
+	pty = ptytest.Open(t)
+	cmd = exec.CommandContext(ctx, e.Haul, "--config", e.Config, "backup")
+	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
+	clitest.Must(t, cmd.Start())
+	err = cmd.Wait()
+	pty.CloseSlave()
+	screen = pty.Output()
+	if err != nil {
+		t.Fatalf("second backup: %v\n%s", err, screen)
+	}
+	for _, re := range []string{
+		`vps: pre-sync \d:\d\d 128\.0 MiB/128\.0 MiB 100% 1/1 files`,
+		`vps: freeze \d:\d\d 128\.0 MiB/128\.0 MiB 100% 1/1 files`,
+	} {
+		if !regexp.MustCompile(re).MatchString(screen) {
+			t.Errorf("second backup's screen lacks %s:\n%q", re, screen)
+		}
+	}
+	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
+		t.Logf("second backup's screen:\n%s", screen)
 	}
 
 	// restore --target on the terminal: restic's restorer counts, shown
