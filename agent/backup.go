@@ -232,7 +232,7 @@ func (s *session) trackSync(out chan<- outFrame, phase string, m *mirror.Mirror)
 	filesTotal, bytesTotal := m.Expected()
 	every := s.ProgressInterval
 	if every <= 0 {
-		every = time.Second
+		every = proto.MinCountsInterval // as often as the puller redraws
 	}
 	quit, done := make(chan struct{}), make(chan error, 1)
 	go func() {

@@ -44,9 +44,10 @@ type Server struct {
 	// frames (tests): it does not list proto.FeatureProgressCounts.
 	NoProgressCounts bool
 	// ProgressInterval is how often the mirror syncs report their counts
-	// (0: every second). Tests set it shorter; a puller refuses more than
-	// proto.MaxCountsPerSecond, so it is never under
-	// proto.MinCountsInterval otherwise.
+	// (0: every proto.MinCountsInterval, 250 ms, as often as the puller
+	// redraws its progress line). Tests set it shorter; otherwise it is
+	// never under that, for a puller refuses more than
+	// proto.MaxCountsPerSecond.
 	ProgressInterval time.Duration
 }
 
