@@ -132,7 +132,7 @@ func Init(ctx context.Context, path, password string, pol *chunker.Pol) (*Repo, 
 }
 
 func open(ctx context.Context, be backend.Backend, path, password string, pol *chunker.Pol, create bool) (*Repo, error) {
-	r, err := repository.New(be, repository.Options{Compression: repository.CompressionAuto})
+	r, err := repository.New(be, repository.Options{Compression: repository.CompressionFastest})
 	if err != nil {
 		return nil, err
 	}
