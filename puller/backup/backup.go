@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,6 +257,8 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 		conn: sess.Conn, hello: sess.Reply,
 		requested:     map[proto.ID]uint32{},
 		agentProgress: progress,
+		cancel:        cancelSess, rebuilding: map[proto.ID]bool{},
+		rebuildSem: make(chan struct{}, rebuildWorkers()),
 	}
 
 	// Which chunks this host has already given us: only these are not
@@ -388,6 +391,10 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 	return res, nil
 }
 
+// rebuildWorkers is how many deltas are applied at once: one per core,
+// at most 4 (each holds its chunk and bases, up to 32 MiB).
+func rebuildWorkers() int { return max(1, min(runtime.GOMAXPROCS(0), 4)) }
+
 type dirFrame struct {
 	node    *data.Node // nil for the root
 	builder *treeJSON
@@ -412,6 +419,17 @@ type session struct {
 	frozenAt   time.Time
 	stack      []dirFrame
 	root       restic.ID
+
+	// mu guards the session's state while rebuild workers (see delta)
+	// run: the session goroutine holds it except while it reads a frame
+	// or waits for a worker.
+	mu         sync.Mutex
+	cancel     context.CancelCauseFunc // ends the session (a worker's error)
+	workErr    error                   // the first error of a rebuild worker
+	rebuilding map[proto.ID]bool       // deltas handed to a worker
+	inflight   int                     // len(rebuilding): outstanding, but no frame is due
+	rebuilds   sync.WaitGroup
+	rebuildSem chan struct{}
 
 	requested  map[proto.ID]uint32 // asked for and not yet received: the length the manifest gave
 	pw         *packWriter         // stores compressed chunks as they came
@@ -524,8 +542,19 @@ func (s *session) run(ctx context.Context) error {
 	if err := s.conn.Send(proto.TFreeze, &proto.Freeze{Tags: s.opts.Tags}); err != nil {
 		return err
 	}
+	// The walk request goes right behind the freeze: the agent reads it
+	// once it has frozen, so the manifest starts a round trip earlier
+	// (over a WAN link, 40 ms or more). It is written while frozen is
+	// awaited: over a transport without a buffer (a pipe), an agent that
+	// answers freeze before it reads on would otherwise wait for us.
+	walk := &proto.Walk{Exclude: s.opts.Exclude, Base: s.baseWalk(ctx)}
+	walkSent := make(chan error, 1)
+	go func() { walkSent <- s.conn.Send(proto.TWalk, walk) }()
 	if err := s.awaitFrozen(); err != nil {
 		return fmt.Errorf("freeze: %w", err)
+	}
+	if err := <-walkSent; err != nil {
+		return err
 	}
 	s.frozenAt = time.Now()
 	s.res.FreezeMS = s.res.Frozen.FreezeMS
@@ -542,9 +571,6 @@ func (s *session) run(ctx context.Context) error {
 
 	s.prog.Phase("manifest")
 	t = time.Now()
-	if err := s.conn.Send(proto.TWalk, &proto.Walk{Exclude: s.opts.Exclude, Base: s.baseWalk(ctx)}); err != nil {
-		return err
-	}
 	s.stack = []dirFrame{{builder: newTreeJSON()}}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(proto.MaxChunk*2), zstd.WithDecodeAllCapLimit(true))
 	if err != nil {
@@ -552,12 +578,38 @@ func (s *session) run(ctx context.Context) error {
 	}
 	defer dec.Close()
 	manifestDone := false
-	for !manifestDone || s.outstanding > 0 {
+	s.mu.Lock()
+	defer func() {
+		s.mu.Unlock()
+		s.rebuilds.Wait() // none may touch the session once it has ended
+	}()
+	for {
+		if manifestDone && s.outstanding == s.inflight {
+			if s.inflight == 0 {
+				break
+			}
+			// No frame is due until a worker asks for a chunk whole.
+			s.mu.Unlock()
+			s.rebuilds.Wait()
+			s.mu.Lock()
+			if s.workErr != nil {
+				return s.workErr
+			}
+			continue
+		}
+		if s.workErr != nil {
+			return s.workErr
+		}
 		if err := s.drainSaves(false); err != nil {
 			return err
 		}
+		s.mu.Unlock()
 		ft, payload, err := s.conn.R.Read()
+		s.mu.Lock()
 		if err != nil {
+			if s.workErr != nil {
+				return s.workErr
+			}
 			return fmt.Errorf("connection lost during transfer (%d chunks outstanding): %w", s.outstanding, err)
 		}
 		switch ft {
@@ -843,6 +895,9 @@ func (s *session) chunk(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 	want, ok := s.requested[c.ID]
 	if !ok {
 		return fmt.Errorf("%w: agent sent chunk %s, which was not asked for", proto.ErrFrame, c.ID.Short())
+	}
+	if s.rebuilding[c.ID] {
+		return fmt.Errorf("%w: agent sent chunk %s again while its delta was being applied", proto.ErrFrame, c.ID.Short())
 	}
 	if c.Length != want {
 		return fmt.Errorf("%w: agent sent chunk %s as %d bytes, the manifest said %d", proto.ErrFrame, c.ID.Short(), c.Length, want)

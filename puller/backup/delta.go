@@ -15,6 +15,14 @@ import (
 // with the delta itself (a base this host never sent or that was pruned,
 // a range out of bounds, bytes that do not hash to the ID), nothing is
 // stored from it and the chunk is asked for whole.
+//
+// The frame is checked here, on the session's goroutine (which holds
+// s.mu); the rebuild itself (loading and decrypting the bases, applying
+// the ops, hashing the result) runs on one of up to rebuildWorkers
+// goroutines, so the NAS's cores rebuild several chunks at once while the
+// session reads the next frames. A (b)-like run rebuilds every chunk of a
+// database whose pages changed here and there: done one at a time, that
+// was most of its transfer phase.
 func (s *session) delta(ctx context.Context, dec *zstd.Decoder, payload []byte) error {
 	d, err := proto.DecodeDelta(payload)
 	if err != nil {
@@ -30,23 +38,55 @@ func (s *session) delta(ctx context.Context, dec *zstd.Decoder, payload []byte) 
 	if s.full[d.ID] {
 		return fmt.Errorf("%w: agent sent another delta for chunk %s after it was asked for whole", proto.ErrFrame, d.ID.Short())
 	}
+	if s.rebuilding[d.ID] {
+		return fmt.Errorf("%w: agent sent chunk %s again while its delta was being applied", proto.ErrFrame, d.ID.Short())
+	}
 	ops, err := d.Ops(dec)
-	var plain []byte
-	if err == nil {
-		bases := s.newDeltaBases(ctx, d.Length)
-		plain, err = proto.ApplyDelta(d.ID, d.Length, ops, bases.base)
-	}
 	if err != nil {
-		s.res.DeltaRetries++
-		s.logf("%s: delta for chunk %s not applied (%s); asking for it whole", s.opts.Host, d.ID.Short(), escape.String(err.Error()))
-		s.full[d.ID] = true
-		if err := s.conn.W.Write(proto.TWantFull, proto.EncodeWant([]proto.ID{d.ID})); err != nil {
-			return err
-		}
-		return s.conn.W.Flush()
+		return s.deltaFailed(d.ID, err)
 	}
-	s.res.Deltas++
-	return s.store(ctx, d.ID, plain)
+	bases := s.newDeltaBases(ctx, d.Length)
+	s.rebuilding[d.ID] = true
+	s.inflight++
+	s.rebuilds.Add(1)
+	// Wait for a free worker without holding the session: the workers
+	// need it to finish.
+	s.mu.Unlock()
+	s.rebuildSem <- struct{}{}
+	s.mu.Lock()
+	go func() {
+		defer s.rebuilds.Done()
+		defer func() { <-s.rebuildSem }()
+		plain, err := proto.ApplyDelta(d.ID, d.Length, ops, bases.base)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.inflight--
+		delete(s.rebuilding, d.ID)
+		if err == nil {
+			s.res.Deltas++
+			err = s.store(ctx, d.ID, plain)
+		} else {
+			err = s.deltaFailed(d.ID, err)
+		}
+		if err != nil && s.workErr == nil {
+			// The session goroutine may be waiting for a frame: end it.
+			s.workErr = err
+			s.cancel(err)
+		}
+	}()
+	return nil
+}
+
+// deltaFailed asks for a chunk whole after its delta could not be applied
+// (s.mu held).
+func (s *session) deltaFailed(id proto.ID, err error) error {
+	s.res.DeltaRetries++
+	s.logf("%s: delta for chunk %s not applied (%s); asking for it whole", s.opts.Host, id.Short(), escape.String(err.Error()))
+	s.full[id] = true
+	if err := s.conn.W.Write(proto.TWantFull, proto.EncodeWant([]proto.ID{id})); err != nil {
+		return err
+	}
+	return s.conn.W.Flush()
 }
 
 var (
@@ -84,36 +124,47 @@ func (s *session) newDeltaBases(ctx context.Context, plainLen uint32) *deltaBase
 
 // base returns a chunk a delta copies from. Only chunks this host itself
 // sent (in its snapshots or an interrupted run) may be bases, so a delta
-// cannot probe for other hosts' data.
+// cannot probe for other hosts' data. It runs on a rebuild worker: the
+// checks and the accounting hold s.mu, the load and decryption do not.
 func (d *deltaBases) base(id proto.ID) ([]byte, error) {
 	if b, ok := d.pinned[id]; ok {
 		return b, nil
 	}
 	s := d.s
 	rid := restic.ID(id)
+	s.mu.Lock()
 	if !s.known.has(id) && !s.recv.ids[id] {
+		s.mu.Unlock()
 		return nil, errNotABase
 	}
 	size, ok := s.repo.LookupBlobSize(restic.DataBlob, rid)
 	if !ok {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("not in the repository")
 	}
 	if d.used+int64(size) > d.limit {
+		s.mu.Unlock()
 		return nil, errDeltaWork
 	}
-	b, ok := s.bases.get(id)
-	if !ok {
+	b, cached := s.bases.get(id)
+	if !cached {
 		if s.baseLoaded+int64(size) > baseBudgetRatio*s.deltaPlain+baseBudgetFree {
+			s.mu.Unlock()
 			return nil, errDeltaQuota
 		}
+		s.baseLoaded += int64(size) // taken before the load, so workers share the budget
+	}
+	s.mu.Unlock()
+	if !cached {
 		var err error
 		b, err = s.repo.LoadBlob(d.ctx, restic.DataBlob, rid, nil)
 		if err != nil {
 			return nil, fmt.Errorf("not in the repository: %w", err)
 		}
-		s.baseLoaded += int64(len(b))
+		s.mu.Lock()
 		s.res.BaseBytesLoaded += int64(len(b))
 		s.bases.put(id, b)
+		s.mu.Unlock()
 	}
 	d.used += int64(len(b))
 	d.pinned[id] = b
