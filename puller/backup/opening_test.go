@@ -29,7 +29,9 @@ func TestPendingRepository(t *testing.T) {
 	ctx := context.Background()
 	pull := func() (*backup.Result, *repo.Opening) {
 		t.Helper()
-		op := repo.OpenAsync(ctx, dir, password, cache)
+		// As haul backup opens it: the index is loaded by Lock alone, so
+		// a no-change pull asking for nothing shows Lock loaded it.
+		op := repo.OpenAsyncForLock(ctx, dir, password, cache)
 		locked := false
 		res, err := backup.RunPending(ctx, backup.Pending{Opening: op, Lock: func(ctx context.Context, r *repo.Repo) (context.Context, func(), error) {
 			unlock, lctx, err := r.Lock(ctx, false, 0, nil)

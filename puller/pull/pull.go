@@ -30,7 +30,8 @@ func OpenAsync(ctx context.Context, cfg *config.Config) (*repo.Opening, error) {
 	if err != nil {
 		return nil, err
 	}
-	return repo.OpenAsync(ctx, cfg.Repository, pw, cfg.CacheDir), nil
+	// Every pull locks it before use, and Lock loads the index.
+	return repo.OpenAsyncForLock(ctx, cfg.Repository, pw, cfg.CacheDir), nil
 }
 
 // OpenRepo opens the configured repository with its password.

@@ -31,6 +31,16 @@ type Opening struct {
 // (haul's cache_dir) keeps the polynomial of each repository opened
 // before; "" remembers nothing.
 func OpenAsync(ctx context.Context, path, password, stateDir string) *Opening {
+	return openAsync(ctx, path, password, stateDir, Open)
+}
+
+// OpenAsyncForLock is OpenAsync for a caller that locks the repository
+// before using it (see OpenForLock): the index is loaded by Lock.
+func OpenAsyncForLock(ctx context.Context, path, password, stateDir string) *Opening {
+	return openAsync(ctx, path, password, stateDir, OpenForLock)
+}
+
+func openAsync(ctx context.Context, path, password, stateDir string, open func(ctx context.Context, path, password string) (*Repo, error)) *Opening {
 	o := &Opening{done: make(chan struct{})}
 	memo := ""
 	if stateDir != "" {
@@ -42,7 +52,7 @@ func OpenAsync(ctx context.Context, path, password, stateDir string) *Opening {
 	}
 	go func() {
 		defer close(o.done)
-		o.r, o.err = Open(ctx, path, password)
+		o.r, o.err = open(ctx, path, password)
 		if o.err == nil && memo != "" && o.r.Config().ChunkerPolynomial != o.Polynomial {
 			writeMemo(memo, o.r)
 		}
