@@ -204,12 +204,36 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 		go watch(sessCtx, cancelSess, w, lim.IdleTimeout)
 		return w, nil
 	})
+	dial := transport.Connecter(watched)
 	pol := p.Opening.Polynomial
 	if pol == 0 {
+		// No polynomial remembered (the repository's first backup from
+		// this cache_dir): connect while the key is derived, and greet
+		// the agent once the repository tells the polynomial.
+		type connected struct {
+			w   transport.Wire
+			err error
+			d   time.Duration
+		}
+		pre := make(chan connected, 1)
+		go func() {
+			t := time.Now()
+			w, err := watched.Connect(sessCtx, "backup")
+			pre <- connected{w, err, time.Since(t)}
+		}()
 		if err := wait(); err != nil {
+			if c := <-pre; c.err == nil {
+				_ = c.w.Close() // nothing was said on it
+			}
 			return res, err
 		}
 		pol = r.Config().ChunkerPolynomial
+		c := <-pre
+		res.Phases["connect"] += float64(c.d.Microseconds()) / 1000
+		dial = connecterFunc(func(ctx context.Context, verb string) (transport.Wire, error) {
+			dial = watched // a second greeting connects anew
+			return c.w, c.err
+		})
 	}
 	var sess *transport.Session
 	var hello transport.Hello
@@ -222,7 +246,7 @@ func RunPending(ctx context.Context, p Pending, conn transport.Connecter, opts O
 				hello.Features = append(hello.Features, proto.FeatureProgressCounts)
 			}
 		}
-		sess, err = transport.Dial(sessCtx, watched, "backup", hello)
+		sess, err = transport.Dial(sessCtx, dial, "backup", hello)
 		if err != nil {
 			if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
 				err = fmt.Errorf("%w: %v", cause, err)
