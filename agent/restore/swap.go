@@ -85,16 +85,14 @@ func (st *Stage) Swap(now time.Time) ([]string, error) {
 			continue
 		}
 		if states[i].exchanged {
-			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
-				errs = append(errs, fmt.Errorf("keep previous data: rename %s to %s: %w", e.Staging, e.Prev, err))
+			if err := e.keepPrevious(); err != nil {
+				errs = append(errs, fmt.Errorf("keep previous data: %w", err))
 				continue
 			}
 		}
 		kept = append(kept, e.Prev)
 	}
-	for _, e := range j.Entries {
-		_ = atomicfile.SyncDir(filepath.Dir(e.Live))
-	}
+	j.syncParents()
 	if len(errs) == 0 {
 		_ = os.Remove(st.host.SwapJournal)
 	}
@@ -106,9 +104,33 @@ func (st *Stage) Swap(now time.Time) ([]string, error) {
 	return kept, nil
 }
 
+// keepPrevious labels the old data an exchange left under the staging name
+// with its *.prev-* name.
+func (e swapEntry) keepPrevious() error {
+	if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", e.Staging, e.Prev, err)
+	}
+	return nil
+}
+
+// moveIn puts the restored tree where no data is.
+func (e swapEntry) moveIn() error {
+	if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", e.Staging, e.Live, err)
+	}
+	return nil
+}
+
+// syncParents makes the renames durable.
+func (j *swapJournal) syncParents() {
+	for _, e := range j.Entries {
+		_ = atomicfile.SyncDir(filepath.Dir(e.Live))
+	}
+}
+
 func swapOne(e swapEntry) (swapState, error) {
 	if _, err := os.Lstat(e.Live); errors.Is(err, os.ErrNotExist) {
-		return swapState{}, unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE)
+		return swapState{}, e.moveIn()
 	}
 	err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_EXCHANGE)
 	if err == nil {
@@ -190,8 +212,8 @@ func FinishSwap(h Host, logf func(string, ...any)) error {
 				continue
 			}
 			if s.exchanged {
-				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
-					errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Prev, err))
+				if err := e.keepPrevious(); err != nil {
+					errs = append(errs, fmt.Errorf("finish an interrupted swap: %w", err))
 					continue
 				}
 			}
@@ -200,14 +222,14 @@ func FinishSwap(h Host, logf func(string, ...any)) error {
 			// Killed between the two renames of a file system without
 			// RENAME_EXCHANGE: the old data is already at its *.prev-*
 			// name, the verified restored tree still under staging.
-			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_NOREPLACE); err != nil {
-				errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Live, err))
+			if err := e.moveIn(); err != nil {
+				errs = append(errs, fmt.Errorf("finish an interrupted swap: %w", err))
 				continue
 			}
 			logf("finished an interrupted swap of %s (previous data kept as %s)", e.Live, e.Prev)
 		case exchanged:
-			if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Prev, unix.RENAME_NOREPLACE); err != nil {
-				errs = append(errs, fmt.Errorf("finish an interrupted swap: rename %s to %s: %w", e.Staging, e.Prev, err))
+			if err := e.keepPrevious(); err != nil {
+				errs = append(errs, fmt.Errorf("finish an interrupted swap: %w", err))
 				continue
 			}
 			logf("finished an interrupted swap: previous data of %s kept as %s", e.Live, e.Prev)
@@ -216,9 +238,7 @@ func FinishSwap(h Host, logf func(string, ...any)) error {
 			logf("warning: an interrupted swap's restored tree for %s is neither live nor at %s; %s was left as it is (restore again to replace it)", e.Live, e.Staging, e.Live)
 		}
 	}
-	for _, e := range j.Entries {
-		_ = atomicfile.SyncDir(filepath.Dir(e.Live))
-	}
+	j.syncParents()
 	if len(errs) > 0 {
 		// The journal stays, so the next restore or recover tries again.
 		return proto.Errorf(proto.CodeIO, "%v", errors.Join(errs...))
