@@ -151,6 +151,8 @@ func NewEnvLink(t testing.TB, link Link) *Env {
 	e.KnownHosts = filepath.Join(root, "known_hosts")
 	writeFile(t, e.KnownHosts, fmt.Sprintf("[127.0.0.1]:%d %s\n", e.Fwd.Port(), e.SSHD.HostKey.AuthorizedLine))
 
+	// restic's password; haul's is made by `haul init --create-password`,
+	// as docs/cli.md sets a NAS up (and so has the low-cost key it gets).
 	e.pwFile = filepath.Join(root, "password")
 	writeFile(t, e.pwFile, "correct horse battery staple\n")
 	e.haulCfg = filepath.Join(e.NAS, "haul.toml")
@@ -164,7 +166,7 @@ address = %q
 user = %q
 identity_file = %q
 known_hosts = %q
-`, filepath.Join(e.NAS, "haul-repo"), e.pwFile, filepath.Join(e.NAS, "haul-cache"),
+`, filepath.Join(e.NAS, "haul-repo"), filepath.Join(e.NAS, "haul-password"), filepath.Join(e.NAS, "haul-cache"),
 		e.Fwd.Addr(), e.User, e.keys[keyHaul].PrivatePath, e.KnownHosts))
 	return e
 }

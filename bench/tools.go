@@ -40,8 +40,11 @@ func LookupTool(name string) (Tool, error) {
 	case ToolHaul:
 		return Tool{
 			Name: ToolHaul, Side: "nas",
-			How:    "pull: `haul backup --json` on the NAS; `haul-agent serve` is the forced command on the VPS (quiesce mode none)",
-			init:   func(ctx context.Context, e *Env) error { _, err := run(ctx, e.haulCmd("init")); return err },
+			How: "pull: `haul init --create-password`, then `haul backup --json` on the NAS; `haul-agent serve` is the forced command on the VPS (quiesce mode none)",
+			init: func(ctx context.Context, e *Env) error {
+				_, err := run(ctx, e.haulCmd("init", "--create-password"))
+				return err
+			},
 			backup: func(e *Env, _, _ string) *exec.Cmd { return e.haulCmd("backup", "--json") },
 		}, nil
 	case ToolRsync, ToolRsyncZ:

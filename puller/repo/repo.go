@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/haulproject/haul/puller/internal/restic/backend"
 	"github.com/haulproject/haul/puller/internal/restic/backend/local"
 	"github.com/haulproject/haul/puller/internal/restic/backend/sema"
+	"github.com/haulproject/haul/puller/internal/restic/crypto"
 	"github.com/haulproject/haul/puller/internal/restic/data"
 	"github.com/haulproject/haul/puller/internal/restic/repository"
 	"github.com/haulproject/haul/puller/internal/restic/restic"
@@ -162,6 +164,64 @@ func open(ctx context.Context, be backend.Backend, path, password string, pol *c
 		return nil, fmt.Errorf("repository %s: %w", path, err)
 	}
 	return &Repo{Repository: r, Path: path, Backend: be}, nil
+}
+
+// MachineKeyKDF is the scrypt cost of a key whose password haul made
+// (`haul init --create-password`: 256 random bits). restic calibrates its
+// keys' scrypt to take about half a second (crypto.Calibrate), which makes
+// guessing a human passphrase slow; against a random 256-bit password it
+// adds nothing (2^256 guesses are out of reach at any cost per guess), and
+// it is most of a no-change backup's wall time. 4 MiB and a few
+// milliseconds here; the stock restic CLI reads keys of any cost.
+var MachineKeyKDF = crypto.Params{N: 1 << 12, R: 8, P: 1}
+
+// UseMachineKey replaces the key the repository was opened with by one
+// with the same password and master key at MachineKeyKDF's cost. For a
+// password haul generated only: callers decide that. The new key is
+// opened before the old one is removed, so a failure leaves a key that
+// works.
+func (r *Repo) UseMachineKey(ctx context.Context, password string) (restic.ID, error) {
+	salt, err := crypto.NewSalt()
+	if err != nil {
+		return restic.ID{}, err
+	}
+	userKey, err := crypto.KDF(MachineKeyKDF, salt, password)
+	if err != nil {
+		return restic.ID{}, fmt.Errorf("derive machine key: %w", err)
+	}
+	master, err := json.Marshal(r.Key())
+	if err != nil {
+		return restic.ID{}, err
+	}
+	nonce := crypto.NewRandomNonce()
+	sealed := append(make([]byte, 0, crypto.CiphertextLength(len(master))), nonce...)
+	k := repository.Key{
+		Created: time.Now(), KDF: "scrypt",
+		N: MachineKeyKDF.N, R: MachineKeyKDF.R, P: MachineKeyKDF.P,
+		Salt: salt, Data: userKey.Seal(sealed, nonce, master, nil),
+	}
+	k.Hostname, _ = os.Hostname()
+	if u, err := user.Current(); err == nil {
+		k.Username = u.Username
+	}
+	buf, err := json.Marshal(k)
+	if err != nil {
+		return restic.ID{}, err
+	}
+	id := restic.Hash(buf)
+	h := backend.Handle{Type: restic.KeyFile, Name: id.String()}
+	if err := r.Backend.Save(ctx, h, backend.NewByteReader(buf, r.Backend.Hasher())); err != nil {
+		return restic.ID{}, fmt.Errorf("save machine key: %w", err)
+	}
+	if _, err := repository.OpenKey(ctx, r.Repository, id, password); err != nil {
+		_ = r.Backend.Remove(ctx, h)
+		return restic.ID{}, fmt.Errorf("machine key does not open: %w", err)
+	}
+	old := backend.Handle{Type: restic.KeyFile, Name: r.KeyID().String()}
+	if err := r.Backend.Remove(ctx, old); err != nil {
+		return id, fmt.Errorf("remove the calibrated key %s (the machine key %s works; remove it with `restic key remove`): %w", old.Name[:8], id.String()[:8], err)
+	}
+	return id, nil
 }
 
 // Lock takes restic's lock on the repository: shared for backups, exclusive

@@ -49,6 +49,14 @@ func runInit(c *cli.Context) error {
 		return configFailure(err)
 	}
 	fmt.Fprintf(w, "created repository %s at %s\n", r.Config().ID[:8], cfg.Repository)
+	if c.Bool("create-password") {
+		// haul made the password: 256 random bits need no slow scrypt
+		// (repo.MachineKeyKDF), and every backup derives the key anew.
+		if _, err := r.UseMachineKey(c.Context, pw); err != nil {
+			return fmt.Errorf("repository %s: %w", cfg.Repository, err)
+		}
+		fmt.Fprintf(w, "its key has a low scrypt cost: the password is 256 random bits (docs/cli.md, \"init\")\n")
+	}
 	fmt.Fprintf(w, "keep %s safe: without it the repository cannot be read\n", cfg.PasswordFile)
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haulproject/haul/internal/testenv"
+	"github.com/haulproject/haul/puller/repo"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -72,6 +74,26 @@ func TestInitCreatesPasswordAndKey(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "repo", "config")); err != nil {
 		t.Errorf("repository not created: %v", err)
+	}
+	// The generated password's key is the repository's only one, at the
+	// low cost, and the stock restic CLI opens it.
+	keys, _ := filepath.Glob(filepath.Join(dir, "repo", "keys", "*"))
+	if len(keys) != 1 {
+		t.Fatalf("keys %v, want exactly one (the calibrated key replaced)", keys)
+	}
+	var kf struct{ N, R, P int }
+	if b, err := os.ReadFile(keys[0]); err != nil || json.Unmarshal(b, &kf) != nil {
+		t.Fatalf("key file %s: %v", keys[0], err)
+	}
+	if kf.N != repo.MachineKeyKDF.N || kf.R != repo.MachineKeyKDF.R || kf.P != repo.MachineKeyKDF.P {
+		t.Errorf("key's scrypt cost N=%d r=%d p=%d, want %+v", kf.N, kf.R, kf.P, repo.MachineKeyKDF)
+	}
+	var listed []struct {
+		ID      string `json:"id"`
+		Current bool   `json:"current"`
+	}
+	if err := json.Unmarshal(testenv.Restic(t, filepath.Join(dir, "repo"), pw, "key", "list", "--json"), &listed); err != nil || len(listed) != 1 || !listed[0].Current || filepath.Base(keys[0]) != listed[0].ID {
+		t.Errorf("restic key list: %+v (%v), want the one key %s", listed, err, filepath.Base(keys[0]))
 	}
 
 	// Neither secret is ever overwritten: exit 2, contents unchanged.
