@@ -419,8 +419,9 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 	}
 }
 
-// chunkBuf is the chunker's buffer: twice restic's average chunk.
-const chunkBuf = 2 << 20
+// readBuf is what read reads at a time: the chunks are cut and hashed as
+// the bytes pass (cutter), so no chunk is held whole.
+const readBuf = 256 << 10
 
 // read chunks a file and hashes its blocks for deltas, in one pass.
 func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
@@ -430,28 +431,31 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	}
 	defer f.Close()
 	if w.buf == nil {
-		// Chunks average 1 MiB; for the rare larger one the chunker
-		// appends into a grown copy, which is garbage after it (the
-		// buffer is not kept at 8 MiB).
-		w.buf = make([]byte, 0, chunkBuf)
+		w.buf = make([]byte, cutLookBehind+readBuf)
 	}
 	w.Stats.FilesRead++
-	var refs []proto.ChunkRef
+	c := newCutter(w.Pol)
 	bh := &blockHasher{}
-	ch := chunker.New(io.TeeReader(f, bh), w.Pol)
+	lb := 0 // bytes before the new ones, for the cutter's window
 	for {
-		c, err := ch.Next(w.buf)
-		if err == io.EOF {
+		n, err := io.ReadFull(f, w.buf[lb:lb+readBuf])
+		if n > 0 {
+			c.feed(w.buf[:lb+n], lb)
+			bh.Write(w.buf[lb : lb+n])
+			w.Stats.BytesRead += int64(n)
+			keep := min(lb+n, cutLookBehind)
+			copy(w.buf, w.buf[lb+n-keep:lb+n])
+			lb = keep
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
 		}
-		w.Stats.BytesRead += int64(c.Length)
-		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
-
 	}
-	return refs, bh.finish(), nil
+	c.Close()
+	return c.refs, bh.finish(), nil
 }
 
 type nameCache struct {
