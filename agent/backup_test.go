@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/haulproject/haul/proto"
+	"github.com/klauspost/compress/zstd"
 )
 
 // These tests play a hostile puller in a backup session: one that asks
@@ -209,5 +211,104 @@ func TestWantBeforeWalkRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.expectError(want)
+	}
+}
+
+// TestSlowWireCompressesHarder: while the wire is behind (a chunk budget
+// or a full frame queue waiting), the agent compresses at zstd's better
+// level (fewer bytes for a slow link), and at the fastest while the wire
+// keeps up.
+func TestSlowWireCompressesHarder(t *testing.T) {
+	// Log-like text: one chunk per file (under chunker.MinSize), which
+	// the better level compresses smaller than the fastest.
+	words := strings.Fields("GET POST /api/v1/resource /auth/login 200 302 404 client=10.0.0. user agent Mozilla curl pangolin traefik newt gerbil session expired refreshed")
+	files := map[proto.ID][]byte{}
+	r := uint32(1)
+	for range 20 {
+		var b strings.Builder
+		for b.Len() < 128<<10 {
+			r = r*1664525 + 1013904223
+			fmt.Fprintf(&b, "%d %s %s %d\n", r%100000, words[r>>8%uint32(len(words))], words[r>>16%uint32(len(words))], r>>20)
+		}
+		files[proto.Hash([]byte(b.String()))] = []byte(b.String())
+	}
+	fastEnc, err := newChunkEncoder(zstd.SpeedFastest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	betterEnc, err := newChunkEncoder(zstd.SpeedBetterCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fastLen, betterLen := map[proto.ID]int{}, map[proto.ID]int{}
+	var slowest time.Duration // one chunk at the better level, on this machine (-race is slow)
+	for id, b := range files {
+		start := time.Now()
+		fastLen[id], betterLen[id] = len(fastEnc.EncodeAll(b, nil)), len(betterEnc.EncodeAll(b, nil))
+		slowest = max(slowest, time.Since(start))
+	}
+	// received counts the chunks that came at each level, and says
+	// which came last.
+	received := func(delay time.Duration) (fast, better int, last string) {
+		h := newRestoreHost(t, "")
+		if err := os.MkdirAll(h.data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		for _, b := range files {
+			if err := os.WriteFile(filepath.Join(h.data, fmt.Sprintf("log%02d", i)), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			i++
+		}
+		p, _ := startBackupOn(t, h)
+		ids := p.walked()
+		if len(ids) != len(files) {
+			t.Fatalf("manifest has %d chunks, want %d", len(ids), len(files))
+		}
+		if err := p.c.W.Write(proto.TWant, proto.EncodeWant(ids)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.c.W.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < len(ids); {
+			typ, payload, err := p.c.R.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ != proto.TChunk {
+				continue
+			}
+			got++
+			var id proto.ID
+			copy(id[:], payload)
+			plain := files[id]
+			body := len(payload) - len(proto.ChunkHeader(id, proto.EncZstd, len(plain)))
+			switch body {
+			case fastLen[id]:
+				fast++
+				last += "f"
+			case betterLen[id]:
+				better++
+				last += "b"
+			default:
+				t.Fatalf("chunk %s: %d bytes, neither level's size", id.Short(), body)
+			}
+			time.Sleep(delay)
+		}
+		return fast, better, last
+	}
+	// A reader that keeps up gets mostly the fastest level; a few runs of
+	// behindFor chunks at the better one are the scheduler letting the
+	// queue fill for a moment.
+	if f, b, seq := received(0); b > len(files)/2 {
+		t.Errorf("read at once: %d chunks at the fastest level, %d at the better one (%s); want most fastest", f, b, seq)
+	}
+	// A reader slower than compressing: once the frame queue, the writer
+	// and the buffers between them are full (half the chunks here), the
+	// rest go at the better level.
+	if f, b, seq := received(max(20*time.Millisecond, 5*slowest)); !strings.HasSuffix(seq, "bbbbbb") {
+		t.Errorf("read slowly: %d chunks at the fastest level, %d at the better one (%s, in order); want the last six better", f, b, seq)
 	}
 }
