@@ -394,6 +394,7 @@ func (s *session) writer(out <-chan outFrame) error {
 		if err == nil && (len(out) == 0 || f.flush) {
 			err = s.conn.W.Flush()
 		}
+		s.wireSent.Store(s.conn.W.BytesWritten())
 		if f.done != nil {
 			f.done()
 		}
@@ -533,10 +534,7 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 	}
 	defer fast.Close()
 	var better *zstd.Encoder
-	// behind counts down the chunks still to compress harder since the
-	// wire last fell behind: it drains in bursts (the SSH window, socket
-	// buffers), so one frame that found room proves little.
-	behind := 0
+	var lvl chunkLevel
 	defer func() {
 		if better != nil {
 			better.Close()
@@ -578,14 +576,10 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			n := min(int64(loc.Length), chunkBudget)
 			acquired := budget.TryAcquire(n)
 			if !acquired {
-				behind = behindFor
+				lvl.fellBehind()
 			}
 			enc := fast
-			if behind > 0 {
-				// The wire is behind (chunkBudget is waiting for it, or
-				// the last frame waited for room in the queue): the
-				// time until it takes this chunk pays for compressing
-				// it harder.
+			if lvl.better(time.Now(), s.wireSent.Load()) {
 				if better == nil {
 					if better, err = newChunkEncoder(zstd.SpeedBetterCompression); err != nil {
 						return err
@@ -609,7 +603,11 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 				budget.Release(n)
 				return &staleChunkError{rel: loc.Rel, err: proto.Errorf(proto.CodeIO, "chunk cache is out of date for %s (chunk %s); the entry was dropped, rerun the backup", loc.Path, id.Short())}
 			}
+			t0 := time.Now()
 			frame, body, raw := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
+			if enc == better {
+				lvl.encoded(len(body), time.Since(t0))
+			}
 			if !raw {
 				putBuf(plain) // the frame holds the encoded copy only
 			}
@@ -619,9 +617,9 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			}
 			select {
 			case out <- frame:
-				behind = max(behind-1, 0)
+				lvl.keptUp()
 			default:
-				behind = behindFor
+				lvl.fellBehind()
 				select {
 				case out <- frame:
 				case <-ctx.Done():
@@ -635,9 +633,69 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 	}
 }
 
-// behindFor is how many chunks go at the better level after the wire was
-// last seen behind.
-const behindFor = 4
+// chunkLevel chooses each chunk's compression level: the better one while
+// the wire is behind and drains slower than half the rate at which the
+// better level turns out compressed bytes, the fastest otherwise. A wire
+// behind but draining fast is a NAS (or, in the benchmarks, a shared CPU)
+// that does not keep up: harder compression would not help it.
+type chunkLevel struct {
+	// behind counts down the chunks still to weigh for the better level
+	// since the wire last fell behind: it drains in bursts (the SSH
+	// window, socket buffers), so one frame that found room proves little.
+	behind int
+	// samples of the bytes written to the wire, one per drainSample, the
+	// last drainSamples of them.
+	samples [drainSamples]struct {
+		t time.Time
+		n int64
+	}
+	nsamples int
+	// what the better level produced, and in how long (0: not tried yet).
+	betterChunks int
+	betterOut    int64
+	betterTime   time.Duration
+}
+
+const (
+	// behindFor is how many chunks are weighed for the better level after
+	// the wire was last seen behind.
+	behindFor    = 4
+	drainSample  = 100 * time.Millisecond
+	drainSamples = 10
+)
+
+func (c *chunkLevel) fellBehind() { c.behind = behindFor }
+func (c *chunkLevel) keptUp()     { c.behind = max(c.behind-1, 0) }
+
+func (c *chunkLevel) encoded(n int, d time.Duration) {
+	c.betterChunks++
+	if c.betterChunks == 1 {
+		return // the encoder's first chunk also allocates its tables
+	}
+	c.betterOut += int64(n)
+	c.betterTime += d
+}
+
+// better says whether the next chunk goes at the better level; sent is
+// the bytes written to the wire so far.
+func (c *chunkLevel) better(now time.Time, sent int64) bool {
+	if c.nsamples == 0 || now.Sub(c.samples[(c.nsamples-1)%drainSamples].t) >= drainSample {
+		c.samples[c.nsamples%drainSamples] = struct {
+			t time.Time
+			n int64
+		}{now, sent}
+		c.nsamples++
+	}
+	if c.behind == 0 || c.nsamples < 3 {
+		return false // not behind, or too soon to know how fast it drains
+	}
+	oldest := c.samples[max(c.nsamples-drainSamples, 0)%drainSamples]
+	drain := float64(sent-oldest.n) / now.Sub(oldest.t).Seconds()
+	if c.betterTime == 0 {
+		return true // try it, to know its rate
+	}
+	return drain < float64(c.betterOut)/c.betterTime.Seconds()/2
+}
 
 // newChunkEncoder makes a chunk encoder with a 1 MiB window: chunks
 // average about 1 MiB, so a longer one finds few more matches in them
@@ -647,9 +705,10 @@ const behindFor = 4
 //
 // Frames are compressed at the fastest level while the wire keeps up,
 // and at the better one while it does not (the last frame waited for
-// room in the queue to the writer, or chunkBudget is waiting): on a slow
-// link the wire's wait pays for the VPS's CPU, and the better
-// level moves ~8% fewer bytes (8.34 against 7.71 MiB for the bench's
+// room in the queue to the writer, or chunkBudget is waiting) and drains
+// slower than the better level can fill it (chunkLevel): on a slow link
+// the wire's wait pays for the VPS's CPU, and the better level moves ~8%
+// fewer bytes (8.34 against 7.71 MiB for the bench's
 // 50 MiB tree, against rsync -z's 7.79).
 func newChunkEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<20))

@@ -224,7 +224,7 @@ func TestSlowWireCompressesHarder(t *testing.T) {
 	words := strings.Fields("GET POST /api/v1/resource /auth/login 200 302 404 client=10.0.0. user agent Mozilla curl pangolin traefik newt gerbil session expired refreshed")
 	files := map[proto.ID][]byte{}
 	r := uint32(1)
-	for range 20 {
+	for range 30 {
 		var b strings.Builder
 		for b.Len() < 128<<10 {
 			r = r*1664525 + 1013904223
@@ -306,9 +306,52 @@ func TestSlowWireCompressesHarder(t *testing.T) {
 		t.Errorf("read at once: %d chunks at the fastest level, %d at the better one (%s); want most fastest", f, b, seq)
 	}
 	// A reader slower than compressing: once the frame queue, the writer
-	// and the buffers between them are full (half the chunks here), the
-	// rest go at the better level.
-	if f, b, seq := received(max(20*time.Millisecond, 5*slowest)); !strings.HasSuffix(seq, "bbbbbb") {
+	// and the buffers between them are full (10-15 chunks here) and
+	// the agent has seen how fast it drains (chunkLevel), the rest go at
+	// the better level.
+	if f, b, seq := received(max(40*time.Millisecond, 5*slowest)); !strings.HasSuffix(seq, "bbbbbb") {
 		t.Errorf("read slowly: %d chunks at the fastest level, %d at the better one (%s, in order); want the last six better", f, b, seq)
+	}
+}
+
+// TestChunkLevelWeighsTheDrainRate: the better level only while the wire
+// is behind and drains slower than half what the better level produces.
+func TestChunkLevelWeighsTheDrainRate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	run := func(drainPerSec int64, behind bool) (got []bool) {
+		var c chunkLevel
+		for i := range 12 {
+			now := t0.Add(time.Duration(i) * drainSample)
+			if behind {
+				c.fellBehind()
+			} else {
+				c.keptUp()
+			}
+			b := c.better(now, int64(i)*drainPerSec*int64(drainSample)/int64(time.Second))
+			if b {
+				c.encoded(1<<20, 100*time.Millisecond) // 10 MiB/s
+			}
+			got = append(got, b)
+		}
+		return got
+	}
+	count := func(bs []bool) (n int) {
+		for _, b := range bs {
+			if b {
+				n++
+			}
+		}
+		return n
+	}
+	if got := run(1<<20, false); count(got) != 0 {
+		t.Errorf("wire keeping up: better level %v, want never", got)
+	}
+	if got := run(1<<20, true); got[0] || got[1] || !got[len(got)-1] {
+		t.Errorf("wire behind at 1 MiB/s, the better level making 10: %v, want not before the drain rate is known, then yes", got)
+	}
+	// Behind but draining at 8 MiB/s: the better level (10 MiB/s) would
+	// not keep it fed; after trying it twice, stay fast.
+	if got := run(8<<20, true); count(got) != 2 {
+		t.Errorf("wire behind at 8 MiB/s, the better level making 10: %v, want only the two tries", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/haulproject/haul/agent/quiesce"
@@ -153,6 +154,9 @@ type session struct {
 	// progressCounts: both hellos also list proto.FeatureProgressCounts,
 	// so progress frames may carry counts.
 	progressCounts bool
+	// wireSent is the bytes the writer has written so far (read by the
+	// chunk sender to see how fast the wire drains).
+	wireSent atomic.Int64
 }
 
 // next returns the next frame or the reason there is none.
