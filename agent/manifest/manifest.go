@@ -167,9 +167,11 @@ type Walker struct {
 	Locations map[proto.ID]Location
 	Stats     proto.ManifestEnd
 
-	buf   []byte
-	names nameCache
-	mu    sync.Mutex // guards Locations: the sender reads while the walk runs
+	// workers are read's chunkers, kept across files so that reading one
+	// allocates no buffers.
+	workers []*chunkWorker
+	names   nameCache
+	mu      sync.Mutex // guards Locations: the sender reads while the walk runs
 }
 
 // Lookup returns where chunk id can be read.
@@ -422,6 +424,42 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 // chunkBuf is the chunker's buffer: twice restic's average chunk.
 const chunkBuf = 2 << 20
 
+// restic's chunking parameters (chunker.New's). Tests shrink them so that
+// small inputs have many chunks; nothing here depends on their values.
+var (
+	chunkMin, chunkMax uint = chunker.MinSize, chunker.MaxSize
+	chunkBits               = 20 // average chunk: chunkMin + 1<<chunkBits
+)
+
+// chunkWorker is what one goroutine chunks with: restic's chunker (its
+// 512 KiB read buffer) and the buffer a chunk is gathered in.
+type chunkWorker struct {
+	ch  *chunker.Chunker
+	buf []byte
+}
+
+// worker returns the walker's i-th chunkWorker, made on first use.
+func (w *Walker) worker(i int) *chunkWorker {
+	for len(w.workers) <= i {
+		// Chunks average 1 MiB; for the rare larger one the chunker
+		// appends into a grown copy, which is garbage after it (the
+		// buffer is not kept at 8 MiB).
+		w.workers = append(w.workers, &chunkWorker{buf: make([]byte, 0, chunkBuf)})
+	}
+	return w.workers[i]
+}
+
+// reset starts cw's chunker on a new stream.
+func (cw *chunkWorker) reset(r io.Reader, pol chunker.Pol) {
+	if cw.ch == nil {
+		cw.ch = chunker.NewWithBoundaries(r, pol, chunkMin, chunkMax)
+	} else {
+		// keeps the read buffer (a zero Chunker has none)
+		cw.ch.ResetWithBoundaries(r, pol, chunkMin, chunkMax)
+	}
+	cw.ch.SetAverageBits(chunkBits)
+}
+
 // read chunks a file and hashes its blocks for deltas, in one pass.
 func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 	f, err := longpath.Open(w.abs(rel))
@@ -429,27 +467,32 @@ func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
 		return nil, nil, fmt.Errorf("mirror: %w", err)
 	}
 	defer f.Close()
-	if w.buf == nil {
-		// Chunks average 1 MiB; for the rare larger one the chunker
-		// appends into a grown copy, which is garbage after it (the
-		// buffer is not kept at 8 MiB).
-		w.buf = make([]byte, 0, chunkBuf)
-	}
 	w.Stats.FilesRead++
+	refs, blocks, err := w.readAll(f)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
+	}
+	for _, r := range refs {
+		w.Stats.BytesRead += int64(r.Length)
+	}
+	return refs, blocks, nil
+}
+
+// readAll chunks r from its start to its end on this goroutine.
+func (w *Walker) readAll(r io.Reader) ([]proto.ChunkRef, []uint64, error) {
+	cw := w.worker(0)
 	var refs []proto.ChunkRef
 	bh := &blockHasher{}
-	ch := chunker.New(io.TeeReader(f, bh), w.Pol)
+	cw.reset(io.TeeReader(r, bh), w.Pol)
 	for {
-		c, err := ch.Next(w.buf)
+		c, err := cw.ch.Next(cw.buf)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
+			return nil, nil, err
 		}
-		w.Stats.BytesRead += int64(c.Length)
 		refs = append(refs, proto.ChunkRef{ID: proto.Hash(c.Data), Length: uint32(c.Length)})
-
 	}
 	return refs, bh.finish(), nil
 }
