@@ -364,7 +364,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 		w.same(rel, n)
 		return nil
 	}
-	refs, blocks, err := w.read(rel)
+	refs, blocks, err := w.read(rel, int64(n.Size))
 	if err != nil {
 		return err
 	}
@@ -460,15 +460,22 @@ func (cw *chunkWorker) reset(r io.Reader, pol chunker.Pol) {
 	cw.ch.SetAverageBits(chunkBits)
 }
 
-// read chunks a file and hashes its blocks for deltas, in one pass.
-func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
+// read chunks a file of about size bytes and hashes its blocks for
+// deltas, in one pass: a large one on several cores (readSegments).
+func (w *Walker) read(rel string, size int64) ([]proto.ChunkRef, []uint64, error) {
 	f, err := longpath.Open(w.abs(rel))
 	if err != nil {
 		return nil, nil, fmt.Errorf("mirror: %w", err)
 	}
 	defer f.Close()
 	w.Stats.FilesRead++
-	refs, blocks, err := w.readAll(f)
+	var refs []proto.ChunkRef
+	var blocks []uint64
+	if splits := splitPoints(size); splits != nil {
+		refs, blocks, err = w.readSegments(f, size, splits)
+	} else {
+		refs, blocks, err = w.readAll(f)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
 	}
