@@ -401,3 +401,59 @@ func TestReadParallelRealSize(t *testing.T) {
 	refs, blocks, err := w.read(rel, int64(len(data)))
 	compare(t, "real size", data, refs, blocks, err)
 }
+
+// FuzzParallelChunks builds a file from the input (random regions, runs of
+// one byte, repeats of earlier bytes) and chunks it from split offsets the
+// input picks: the result must be the sequential one.
+func FuzzParallelChunks(f *testing.F) {
+	f.Add([]byte{0, 0x10, 0, 1, 1, 0x20, 0, 0, 0, 0x08, 0, 2}, uint8(4), []byte{0, 40, 0, 80, 0, 120})
+	f.Add([]byte{1, 0x30, 0, 0xff, 0, 0x08, 0, 3}, uint8(3), []byte{0, 65, 0, 131})
+	f.Add([]byte{0, 0x40, 0, 5}, uint8(2), []byte{0, 1})
+	f.Add([]byte("short"), uint8(2), []byte{0, 1})
+	f.Fuzz(func(t *testing.T, prog []byte, workers uint8, at []byte) {
+		small(t)
+		data := build(prog)
+		nblocks := int64(len(data))/proto.DeltaBlock + 2 // some past the end
+		splits := []int64{0}
+		for i := 0; i+1 < len(at) && len(splits) < int(workers%6)+1; i += 2 {
+			splits = append(splits, (int64(at[i])<<8|int64(at[i+1]))%nblocks*proto.DeltaBlock)
+		}
+		slices.Sort(splits)
+		splits = slices.Compact(splits)
+		testChunked = func(int, int64) { runtime.Gosched() }
+		w := &Walker{Pol: testPol}
+		refs, blocks, err := w.readSegments(bytes.NewReader(data), int64(len(data)), splits)
+		compare(t, fmt.Sprintf("%d bytes split at %v", len(data), splits), data, refs, blocks, err)
+	})
+}
+
+// build runs prog, 4 bytes an instruction (kind, 16-bit length in 64-byte
+// units, value), into at most 2 MiB of data; a shorter prog is the data.
+func build(prog []byte) []byte {
+	if len(prog) < 4 {
+		return prog
+	}
+	var out []byte
+	for ; len(prog) >= 4 && len(out) < 2<<20; prog = prog[4:] {
+		n := min(int(prog[1])<<8|int(prog[2]), (2<<20-len(out))/64) * 64
+		v := prog[3]
+		switch prog[0] % 4 {
+		case 0:
+			out = append(out, randomBytes(uint64(v)<<32|uint64(len(out)), n)...)
+		case 1:
+			out = append(out, bytes.Repeat([]byte{v}, n)...)
+		case 2: // a short pattern, repeated
+			pat := randomBytes(uint64(v), int(v%16)+1)
+			out = append(out, bytes.Repeat(pat, n/len(pat)+1)[:n]...)
+		case 3: // earlier bytes again
+			if len(out) > 0 {
+				from := int(v) * 4096 % len(out)
+				for range n {
+					out = append(out, out[from])
+					from++
+				}
+			}
+		}
+	}
+	return out
+}
