@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -456,4 +457,29 @@ func build(prog []byte) []byte {
 		}
 	}
 	return out
+}
+
+// BenchmarkReadLargeFile reads a 256 MiB file of random bytes from the
+// page cache at restic's chunking parameters, on one goroutine and in
+// parallel (as many workers as GOMAXPROCS allows, at most maxWorkers).
+func BenchmarkReadLargeFile(b *testing.B) {
+	const size = 256 << 20
+	w := &Walker{Root: b.TempDir(), Pol: testPol}
+	rel := writeFile(b, w, "big", randomBytes(11, size))
+	for _, c := range []struct {
+		name string
+		min  int64
+	}{{"sequential", math.MaxInt64}, {"parallel", parallelMin}} {
+		b.Run(c.name, func(b *testing.B) {
+			old := parallelMin
+			parallelMin = c.min
+			defer func() { parallelMin = old }()
+			b.SetBytes(size)
+			for b.Loop() {
+				if _, _, err := w.read(rel, size); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
