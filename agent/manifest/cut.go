@@ -37,15 +37,16 @@ type cutter struct {
 	next  int64 // the next candidate end not yet checked
 	fed   int64 // bytes of the stream hashed into sum so far
 
+	// chunkMin, chunkMax and the mask of chunkBits, when the cutter was made
+	min, max int64
+	mask     uint64
+
 	sum  hash.Hash
 	refs []proto.ChunkRef
 }
 
 const (
 	cutWindow = 64
-	cutMin    = chunker.MinSize
-	cutMax    = chunker.MaxSize
-	cutMask   = 1<<20 - 1 // restic's default: chunks of about 1 MiB past MinSize
 	// cutLane is how many candidates each lane checks per round: long
 	// enough that the 64-byte warm-up of each lane costs little, short
 	// enough that little is discarded after a cut.
@@ -82,7 +83,8 @@ func tablesFor(pol chunker.Pol) *cutTables {
 }
 
 func newCutter(pol chunker.Pol) *cutter {
-	return &cutter{tab: tablesFor(pol), polShift: uint(pol.Deg() - 8), sum: sha256.New(), next: cutMin}
+	return &cutter{tab: tablesFor(pol), polShift: uint(pol.Deg() - 8), sum: sha256.New(),
+		min: int64(chunkMin), max: int64(chunkMax), mask: 1<<chunkBits - 1, next: int64(chunkMin)}
 }
 
 // cutLookBehind is how many bytes before the new ones feed needs.
@@ -97,12 +99,12 @@ func (c *cutter) feed(data []byte, lb int) {
 	for {
 		// Candidate ends e with data[e-base] present (e == end is
 		// checked by the next feed, or is the stream's end).
-		lo, hi := max(c.next, c.start+cutMin), min(c.start+cutMax, end-1)
+		lo, hi := max(c.next, c.start+c.min), min(c.start+c.max, end-1)
 		if lo > hi {
 			break
 		}
 		e, ok := c.scan(data, int(lo-base), int(hi-base))
-		if !ok && hi == c.start+cutMax {
+		if !ok && hi == c.start+c.max {
 			e, ok = int(hi-base), true
 		}
 		if !ok {
@@ -113,7 +115,7 @@ func (c *cutter) feed(data []byte, lb int) {
 		c.sum.Write(data[c.fed-base : cut-base])
 		c.fed = cut
 		c.emit(cut - c.start)
-		c.start, c.next = cut, cut+cutMin
+		c.start, c.next = cut, cut+c.min
 	}
 	c.sum.Write(data[c.fed-base:])
 	c.fed = end
@@ -166,7 +168,7 @@ func (c *cutter) scan1(data []byte, lo, hi int) (int, bool) {
 	tab, shift := c.tab, c.polShift
 	d := c.warm(data, lo)
 	for e := lo; ; e++ {
-		if d&cutMask == 0 {
+		if d&c.mask == 0 {
 			return e, true
 		}
 		if e == hi {
@@ -179,7 +181,7 @@ func (c *cutter) scan1(data []byte, lo, hi int) (int, bool) {
 
 // scan4 checks the 4m candidates from lo in four lanes of m.
 func (c *cutter) scan4(data []byte, lo, m int) (int, bool) {
-	tab, shift := c.tab, c.polShift
+	tab, shift, mask := c.tab, c.polShift, c.mask
 	s0, s1, s2, s3 := lo, lo+m, lo+2*m, lo+3*m
 	d0, d1, d2, d3 := c.warm(data, s0), c.warm(data, s1), c.warm(data, s2), c.warm(data, s3)
 	f0, f1, f2, f3 := -1, -1, -1, -1
@@ -187,16 +189,16 @@ func (c *cutter) scan4(data []byte, lo, m int) (int, bool) {
 	in0, in1, in2, in3 := data[s0:s0+m], data[s1:s1+m], data[s2:s2+m], data[s3:s3+m]
 	out0, out1, out2, out3 := data[s0-cutWindow:s0-cutWindow+m], data[s1-cutWindow:s1-cutWindow+m], data[s2-cutWindow:s2-cutWindow+m], data[s3-cutWindow:s3-cutWindow+m]
 	for i := range m {
-		if d0&cutMask == 0 && f0 < 0 {
+		if d0&mask == 0 && f0 < 0 {
 			f0 = i
 		}
-		if d1&cutMask == 0 && f1 < 0 {
+		if d1&mask == 0 && f1 < 0 {
 			f1 = i
 		}
-		if d2&cutMask == 0 && f2 < 0 {
+		if d2&mask == 0 && f2 < 0 {
 			f2 = i
 		}
-		if d3&cutMask == 0 && f3 < 0 {
+		if d3&mask == 0 && f3 < 0 {
 			f3 = i
 		}
 		d0 ^= tab.out[out0[i]]

@@ -58,14 +58,14 @@ func testData(r *rand.Rand) map[string][]byte {
 	// the cut must be the first zero window, wherever it falls in the
 	// lanes of a round.
 	for _, k := range []int{-64, 0, 100, cutLane + 7, 2*cutLane + 40000, 3*cutLane - 1, 4*cutLane + 5} {
-		cases[fmt.Sprintf("zeros from MinSize%+d", k)] = append(random(cutMin+k), make([]byte, 2<<20)...)
+		cases[fmt.Sprintf("zeros from MinSize%+d", k)] = append(random(chunker.MinSize+k), make([]byte, 2<<20)...)
 	}
 	for k, v := range map[string][]byte{
 		"empty":           nil,
 		"one byte":        {42},
-		"under MinSize":   random(cutMin - 1),
-		"exactly MinSize": random(cutMin),
-		"MinSize+1":       random(cutMin + 1),
+		"under MinSize":   random(chunker.MinSize - 1),
+		"exactly MinSize": random(chunker.MinSize),
+		"MinSize+1":       random(chunker.MinSize + 1),
 		"random 12 MiB":   random(12 << 20),
 		"random 12 MiB+3": random(12<<20 + 3),
 		"zeros 9 MiB":     make([]byte, 9<<20),

@@ -167,9 +167,11 @@ type Walker struct {
 	Locations map[proto.ID]Location
 	Stats     proto.ManifestEnd
 
-	buf   []byte
-	names nameCache
-	mu    sync.Mutex // guards Locations: the sender reads while the walk runs
+	// workers are read's chunkers, kept across files so that reading one
+	// allocates no buffers.
+	workers []*chunkWorker
+	names   nameCache
+	mu      sync.Mutex // guards Locations: the sender reads while the walk runs
 }
 
 // Lookup returns where chunk id can be read.
@@ -362,7 +364,7 @@ func (w *Walker) chunks(rel string, n *proto.Node) error {
 		w.same(rel, n)
 		return nil
 	}
-	refs, blocks, err := w.read(rel)
+	refs, blocks, err := w.read(rel, int64(n.Size))
 	if err != nil {
 		return err
 	}
@@ -419,43 +421,116 @@ func (w *Walker) locate(rel string, e cacheEntry, cached bool) {
 	}
 }
 
-// readBuf is what read reads at a time: the chunks are cut and hashed as
-// the bytes pass (cutter), so no chunk is held whole.
+// restic's chunking parameters (chunker.New's). Tests shrink them so that
+// small inputs have many chunks; nothing here depends on their values.
+var (
+	chunkMin, chunkMax uint = chunker.MinSize, chunker.MaxSize
+	chunkBits               = 20 // average chunk: chunkMin + 1<<chunkBits
+)
+
+// readBuf is what a chunkWorker reads at a time: the chunks are cut and
+// hashed as the bytes pass (cutter), so no chunk is held whole.
 const readBuf = 256 << 10
 
-// read chunks a file and hashes its blocks for deltas, in one pass.
-func (w *Walker) read(rel string) ([]proto.ChunkRef, []uint64, error) {
+// chunkWorker is what one goroutine chunks with: a cutter and its read
+// buffer (256 KiB, kept across files), and the block hashes of what it
+// read.
+type chunkWorker struct {
+	c    *cutter
+	r    io.Reader
+	buf  []byte
+	lb   int // bytes before the new ones in buf, for the cutter's window
+	eof  bool
+	done int // chunks of c.refs already returned by next
+	bh   *blockHasher
+	// end is where the last chunk next returned ends, from the stream's start.
+	end int64
+}
+
+// worker returns the walker's i-th chunkWorker, made on first use.
+func (w *Walker) worker(i int) *chunkWorker {
+	for len(w.workers) <= i {
+		w.workers = append(w.workers, &chunkWorker{buf: make([]byte, cutLookBehind+readBuf)})
+	}
+	return w.workers[i]
+}
+
+// reset starts cw on a new stream. Its block hashes cover every block it
+// reads whole, which may go past the last chunk it returns (it reads
+// ahead); the hashes are the file's either way.
+func (cw *chunkWorker) reset(r io.Reader, pol chunker.Pol) {
+	cw.c = newCutter(pol)
+	cw.r, cw.lb, cw.eof, cw.done, cw.end = r, 0, false, 0, 0
+	cw.bh = &blockHasher{}
+}
+
+// next returns the stream's next chunk, or io.EOF after the last.
+func (cw *chunkWorker) next() (proto.ChunkRef, error) {
+	for cw.done == len(cw.c.refs) {
+		if cw.eof {
+			return proto.ChunkRef{}, io.EOF
+		}
+		n, err := io.ReadFull(cw.r, cw.buf[cw.lb:cw.lb+readBuf])
+		if n > 0 {
+			cw.c.feed(cw.buf[:cw.lb+n], cw.lb)
+			cw.bh.Write(cw.buf[cw.lb : cw.lb+n])
+			keep := min(cw.lb+n, cutLookBehind)
+			copy(cw.buf, cw.buf[cw.lb+n-keep:cw.lb+n])
+			cw.lb = keep
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			cw.c.Close()
+			cw.eof = true
+		case err != nil:
+			return proto.ChunkRef{}, err
+		}
+	}
+	ref := cw.c.refs[cw.done]
+	cw.done++
+	cw.end += int64(ref.Length)
+	return ref, nil
+}
+
+// read chunks a file of about size bytes and hashes its blocks for
+// deltas, in one pass: a large one on several cores (readSegments).
+func (w *Walker) read(rel string, size int64) ([]proto.ChunkRef, []uint64, error) {
 	f, err := longpath.Open(w.abs(rel))
 	if err != nil {
 		return nil, nil, fmt.Errorf("mirror: %w", err)
 	}
 	defer f.Close()
-	if w.buf == nil {
-		w.buf = make([]byte, cutLookBehind+readBuf)
-	}
 	w.Stats.FilesRead++
-	c := newCutter(w.Pol)
-	bh := &blockHasher{}
-	lb := 0 // bytes before the new ones, for the cutter's window
+	var refs []proto.ChunkRef
+	var blocks []uint64
+	if splits := splitPoints(size); splits != nil {
+		refs, blocks, err = w.readSegments(f, size, splits)
+	} else {
+		refs, blocks, err = w.readAll(f)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
+	}
+	for _, r := range refs {
+		w.Stats.BytesRead += int64(r.Length)
+	}
+	return refs, blocks, nil
+}
+
+// readAll chunks r from its start to its end on this goroutine.
+func (w *Walker) readAll(r io.Reader) ([]proto.ChunkRef, []uint64, error) {
+	cw := w.worker(0)
+	cw.reset(r, w.Pol)
 	for {
-		n, err := io.ReadFull(f, w.buf[lb:lb+readBuf])
-		if n > 0 {
-			c.feed(w.buf[:lb+n], lb)
-			bh.Write(w.buf[lb : lb+n])
-			w.Stats.BytesRead += int64(n)
-			keep := min(lb+n, cutLookBehind)
-			copy(w.buf, w.buf[lb+n-keep:lb+n])
-			lb = keep
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		_, err := cw.next()
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("chunk %s: %w", rel, err)
+			return nil, nil, err
 		}
 	}
-	c.Close()
-	return c.refs, bh.finish(), nil
+	return cw.c.refs, cw.bh.finish(), nil
 }
 
 type nameCache struct {
