@@ -51,7 +51,7 @@ func testData(r *rand.Rand) map[string][]byte {
 		}
 		return b
 	}
-	pattern := bytes.Repeat(random(7), (20<<20)/7) // no cut but MaxSize, or a periodic one
+	pattern := bytes.Repeat(random(7), (17<<20)/7) // no cut but MaxSize, or a periodic one
 	mixed := append(append(append(random(3<<20), make([]byte, 5<<20)...), random(2<<20)...), bytes.Repeat([]byte("abc"), 1<<20)...)
 	cases := map[string][]byte{}
 	// Random bytes, then zeros, whose fingerprint is a cut everywhere:
@@ -66,8 +66,8 @@ func testData(r *rand.Rand) map[string][]byte {
 		"under MinSize":   random(chunker.MinSize - 1),
 		"exactly MinSize": random(chunker.MinSize),
 		"MinSize+1":       random(chunker.MinSize + 1),
-		"random 12 MiB":   random(12 << 20),
-		"random 12 MiB+3": random(12<<20 + 3),
+		"random 9 MiB":    random(9 << 20),
+		"random 9 MiB+3":  random(9<<20 + 3),
 		"zeros 9 MiB":     make([]byte, 9<<20),
 		"7-byte pattern":  pattern,
 		"mixed":           mixed,
@@ -80,7 +80,7 @@ func testData(r *rand.Rand) map[string][]byte {
 func TestCutterMatchesChunker(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	pols := []chunker.Pol{0x3DA3358B4DC173}
-	for range 2 {
+	for range 1 {
 		p, err := chunker.RandomPolynomial() // named in any failure
 		if err != nil {
 			t.Fatal(err)
@@ -97,7 +97,9 @@ func TestCutterMatchesChunker(t *testing.T) {
 				"256 KiB": func() int { return 256 << 10 },
 			}
 			if len(data) > 4<<20 {
-				delete(steps, "1 byte") // slow, and "odd" covers it
+				// slow (under -race), and "odd" covers them
+				delete(steps, "1 byte")
+				delete(steps, "whole")
 			}
 			for sname, step := range steps {
 				got := cutChunks(data, pol, step)
