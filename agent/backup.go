@@ -146,7 +146,7 @@ func (s *session) backup(ctx context.Context) error {
 			if err != nil {
 				return proto.Errorf(proto.CodeProtocol, "walk: %v", err)
 			}
-			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol, Exclude: excl,
+			walker = &manifest.Walker{Root: s.Config.MirrorDir(), DataPaths: s.Config.DataPaths, Cache: cache, Pol: s.pol, Exclude: excl, Workers: s.Config.Workers(),
 				// Unchanged files go without chunk lists only if the
 				// puller holds exactly the walk the bases come from.
 				SameAsBase: s.version >= proto.SameVersion && w.Base != "" && w.Base == cache.BaseWalk()}

@@ -151,6 +151,7 @@ type agentConfig struct {
 	ReadyMarker         string `json:"ready_marker"`
 	AllowInplaceRestore bool   `json:"allow_inplace_restore"`
 	AllowSpecialFiles   bool   `json:"allow_special_files"`
+	ChunkWorkers        int    `json:"chunk_workers"`
 }
 
 // checkConfig runs `haul-agent check-config` on path and returns its exit
@@ -218,6 +219,7 @@ func TestAgentConfigRenders(t *testing.T) {
 		containers, units    []string
 		readyMarker          string // "" means <state>/ready
 		inplace, special     bool
+		chunkWorkers         int // 0: unset
 	}
 	cases := []struct {
 		name          string
@@ -239,11 +241,11 @@ func TestAgentConfigRenders(t *testing.T) {
 				return fmt.Sprintf(`dataPaths = %s; stateDir = %s; host = "vps";
 					quiesce = { mode = "stop"; composeProject = "pangolin"; containers = [ "pangolin" "gerbil" "traefik" ];
 					            dockerHost = "unix:///run/docker.sock"; timeout = "45s"; guardTimeout = "1m30s"; };
-					keepPrevious = 3; lockTimeout = "10m";`, nixList(data), nixString(state))
+					keepPrevious = 3; lockTimeout = "10m"; chunkWorkers = 2;`, nixList(data), nixString(state))
 			},
 			backup: []string{backup, backup2},
 			rstor:  []string{restore},
-			want:   want{mode: "stop", composeProject: "pangolin", containers: []string{"pangolin", "gerbil", "traefik"}},
+			want:   want{mode: "stop", composeProject: "pangolin", containers: []string{"pangolin", "gerbil", "traefik"}, chunkWorkers: 2},
 		},
 		{
 			name: "pause the compose project (the Pangolin default)",
@@ -302,6 +304,9 @@ func TestAgentConfigRenders(t *testing.T) {
 			if got.AllowInplaceRestore != tc.want.inplace || got.AllowSpecialFiles != tc.want.special {
 				t.Errorf("agent has allow_inplace_restore %v, allow_special_files %v; want %v and %v (config: %s)",
 					got.AllowInplaceRestore, got.AllowSpecialFiles, tc.want.inplace, tc.want.special, r.ConfigJSON)
+			}
+			if got.ChunkWorkers != tc.want.chunkWorkers {
+				t.Errorf("agent has chunk_workers %d, want %d (config: %s)", got.ChunkWorkers, tc.want.chunkWorkers, r.ConfigJSON)
 			}
 			if got.StateDir != state || !slices.Contains(got.DataPaths, data) {
 				t.Errorf("paths: agent has state_dir %q, data_paths %v; want %q and %q", got.StateDir, got.DataPaths, state, data)

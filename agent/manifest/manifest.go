@@ -158,6 +158,9 @@ type Walker struct {
 	Pol       chunker.Pol
 	// Exclude leaves matching paths out of the walk (nil: none).
 	Exclude *exclude.List
+	// Workers bounds the goroutines that chunk one large file (see
+	// parallel.go); 0 leaves it to GOMAXPROCS and maxWorkers.
+	Workers int
 	// SameAsBase marks a file whose chunks equal its base version's as
 	// Same, without its chunk list (protocol version 3, when the puller
 	// holds the base walk).
@@ -503,7 +506,7 @@ func (w *Walker) read(rel string, size int64) ([]proto.ChunkRef, []uint64, error
 	w.Stats.FilesRead++
 	var refs []proto.ChunkRef
 	var blocks []uint64
-	if splits := splitPoints(size); splits != nil {
+	if splits := splitPoints(size, w.Workers); splits != nil {
 		refs, blocks, err = w.readSegments(f, size, splits)
 	} else {
 		refs, blocks, err = w.readAll(f)

@@ -56,9 +56,13 @@ var (
 func maxOverrun() int64 { return 4 * int64(chunkMax) }
 
 // splitPoints returns where the workers of a parallel read of a file of
-// size bytes start, or nil to read it on one goroutine.
-func splitPoints(size int64) []int64 {
+// size bytes start, or nil to read it on one goroutine. workers > 0 bounds
+// them further (Walker.Workers).
+func splitPoints(size int64, workers int) []int64 {
 	k := min(int64(runtime.GOMAXPROCS(0)), int64(maxWorkers), size/segmentMin)
+	if workers > 0 {
+		k = min(k, int64(workers))
+	}
 	if size < parallelMin || k < 2 {
 		return nil
 	}

@@ -162,7 +162,7 @@ func TestReadParallel(t *testing.T) {
 	var bytesRead int64
 	for i, f := range files {
 		rel := writeFile(t, w, fmt.Sprintf("f%d", i), f.data)
-		if splits := splitPoints(int64(len(f.data))); (len(f.data) >= tParallel) != (splits != nil) {
+		if splits := splitPoints(int64(len(f.data)), 0); (len(f.data) >= tParallel) != (splits != nil) {
 			t.Fatalf("%s: %d bytes split at %v", f.name, len(f.data), splits)
 		}
 		refs, blocks, err := w.read(rel, int64(len(f.data)))
@@ -395,7 +395,7 @@ func TestReadParallelRealSize(t *testing.T) {
 	// a stretch without a fingerprint match across the split: the streams
 	// meet after it
 	copy(data[parallelMin/2-3<<20:], flat(10<<20))
-	if s := splitPoints(parallelMin); len(s) != 2 {
+	if s := splitPoints(parallelMin, 0); len(s) != 2 {
 		t.Fatalf("split at %v", s)
 	}
 	rel := writeFile(t, w, "big", data)
@@ -481,5 +481,21 @@ func BenchmarkReadLargeFile(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestWorkersBound: Walker.Workers caps the goroutines of one read; 1 reads
+// every file on one (the agent's default, chunk_workers).
+func TestWorkersBound(t *testing.T) {
+	small(t)
+	size := int64(4 * tSegment)
+	if s := splitPoints(size, 1); s != nil {
+		t.Errorf("workers 1: split at %v, want one goroutine", s)
+	}
+	if s := splitPoints(size, 2); len(s) != 2 {
+		t.Errorf("workers 2: split at %v, want 2 segments", s)
+	}
+	if s := splitPoints(size, 0); len(s) != 4 {
+		t.Errorf("workers 0 (GOMAXPROCS, maxWorkers): split at %v, want 4 segments", s)
 	}
 }

@@ -31,6 +31,7 @@
   allowSpecialFiles ? false,
   keepPrevious ? null,
   lockTimeout ? null,
+  chunkWorkers ? null,
   backupKeys ? [ ],
   restoreKeys ? [ ],
 }:
@@ -120,7 +121,8 @@ let
     }
     // (if nonEmpty host then { inherit host; } else { })
     // (if keepPrevious != null then { keep_previous = keepPrevious; } else { })
-    // (if nonEmpty lockTimeout then { lock_timeout = lockTimeout; } else { });
+    // (if nonEmpty lockTimeout then { lock_timeout = lockTimeout; } else { })
+    // (if chunkWorkers != null then { chunk_workers = chunkWorkers; } else { });
 
   assertions = [
     {

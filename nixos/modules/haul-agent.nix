@@ -42,6 +42,7 @@ let
       allowSpecialFiles
       keepPrevious
       lockTimeout
+      chunkWorkers
       backupKeys
       restoreKeys
       ;
@@ -230,6 +231,17 @@ in
       type = types.str;
       default = "10m";
       description = "How long a session waits for another one (two pulls at once never double-stop the services).";
+    };
+
+    chunkWorkers = mkOption {
+      type = types.nullOr (types.ints.between 1 4);
+      default = null;
+      example = 2;
+      description = ''
+        How many cores chunk one large changed file (32 MiB or more) in a
+        backup. Unset: 1, so that on a 2-vCPU VPS the services keep the
+        other core while the agent reads a changed database.
+      '';
     };
 
     backupKeys = mkOption {
