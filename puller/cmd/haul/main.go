@@ -73,6 +73,7 @@ func newApp() *cli.App {
 		Flags:   globalFlags,
 		Commands: []*cli.Command{
 			cmdInit,
+			cmdKey,
 			cmdBackup,
 			cmdSnapshots,
 			cmdLs,
@@ -141,6 +142,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp()
 	app.Writer, app.ErrWriter = stdout, stderr
 	resetRepeatable(app.Commands)
+	resetGlobals()
 	err := app.RunContext(ctx, args)
 	if err == nil {
 		return exitOK
@@ -160,6 +162,16 @@ func main() {
 // resetRepeatable empties the repeatable pattern flags, whose values live
 // in the (package-level) flag, so one run's patterns never reach the next
 // in the same process.
+// resetGlobals puts the global flags back to their defaults: urfave/cli
+// stores a value found in the environment into the (package-level) flag,
+// so an in-process run after one with HAUL_PASSWORD_FILE set would still
+// read that file.
+func resetGlobals() {
+	configFlag.Value, configFlag.HasBeenSet = "/etc/haul/haul.toml", false
+	repoFlag.Value, repoFlag.HasBeenSet = "", false
+	passwordFileFlag.Value, passwordFileFlag.HasBeenSet = "", false
+}
+
 func resetRepeatable(cmds []*cli.Command) {
 	for _, c := range cmds {
 		for _, f := range c.Flags {

@@ -233,3 +233,68 @@ func TestCompletionAndMan(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyMachine: `haul key machine` gives a repository whose password haul
+// generated the low-cost key (and says so the second time), and refuses a
+// passphrase, leaving its key as it was.
+func TestKeyMachine(t *testing.T) {
+	keyOf := func(t *testing.T, repoDir string) (string, int) {
+		t.Helper()
+		keys, _ := filepath.Glob(filepath.Join(repoDir, "keys", "*"))
+		if len(keys) != 1 {
+			t.Fatalf("keys %v, want exactly one", keys)
+		}
+		var kf struct{ N int }
+		b, _ := os.ReadFile(keys[0])
+		if err := json.Unmarshal(b, &kf); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Base(keys[0]), kf.N
+	}
+
+	dir, cfg := newSetup(t)
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte("Jx3_uQ9vLm2Pz8Rk4Tn6Wb1Yc5Hd7Fg0Se2Aq4Vo6Xi\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, c := haulRun(t, "init", "--config", cfg); c != 0 {
+		t.Fatalf("init: exit %d: %s", c, e)
+	}
+	before, n := keyOf(t, filepath.Join(dir, "repo"))
+	if n == repo.MachineKeyKDF.N {
+		t.Fatalf("init without --create-password made a key at the machine cost already")
+	}
+	out, e, c := haulRun(t, "key", "machine", "--config", cfg, "--json")
+	if c != 0 {
+		t.Fatalf("key machine: exit %d: %s", c, e)
+	}
+	var res keyMachineResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Replaced != before || res.Already {
+		t.Fatalf("key machine --json: %s (%v), want the key %s replaced", out, err, before)
+	}
+	after, n := keyOf(t, filepath.Join(dir, "repo"))
+	if after != res.Key || n != repo.MachineKeyKDF.N {
+		t.Errorf("key %s with N=%d, want %s with N=%d", after, n, res.Key, repo.MachineKeyKDF.N)
+	}
+	testenv.Restic(t, filepath.Join(dir, "repo"), pw, "cat", "config")
+	if out, _, c := haulRun(t, "key", "machine", "--config", cfg); c != 0 || !strings.Contains(out, "already has the low scrypt cost") {
+		t.Errorf("second key machine: exit %d: %s", c, out)
+	}
+
+	// A passphrase keeps restic's cost: exit 2, the key untouched.
+	dir, cfg = newSetup(t)
+	if err := os.WriteFile(filepath.Join(dir, "password"), []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, e, c := haulRun(t, "init", "--config", cfg); c != 0 {
+		t.Fatalf("init: exit %d: %s", c, e)
+	}
+	before, _ = keyOf(t, filepath.Join(dir, "repo"))
+	_, e, c = haulRun(t, "key", "machine", "--config", cfg)
+	if c != exitConfig || !strings.Contains(e, "not one haul generated") {
+		t.Errorf("key machine on a passphrase: exit %d: %s; want %d naming the cause", c, e, exitConfig)
+	}
+	if k, _ := keyOf(t, filepath.Join(dir, "repo")); k != before {
+		t.Errorf("key changed from %s to %s on a refused run", before, k)
+	}
+}
