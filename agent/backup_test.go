@@ -224,9 +224,9 @@ func TestSlowWireCompressesHarder(t *testing.T) {
 	words := strings.Fields("GET POST /api/v1/resource /auth/login 200 302 404 client=10.0.0. user agent Mozilla curl pangolin traefik newt gerbil session expired refreshed")
 	files := map[proto.ID][]byte{}
 	r := uint32(1)
-	for range 30 {
+	for range 60 {
 		var b strings.Builder
-		for b.Len() < 128<<10 {
+		for b.Len() < 64<<10 {
 			r = r*1664525 + 1013904223
 			fmt.Fprintf(&b, "%d %s %s %d\n", r%100000, words[r>>8%uint32(len(words))], words[r>>16%uint32(len(words))], r>>20)
 		}
@@ -306,9 +306,9 @@ func TestSlowWireCompressesHarder(t *testing.T) {
 		t.Errorf("read at once: %d chunks at the fastest level, %d at the better one (%s); want most fastest", f, b, seq)
 	}
 	// A reader slower than compressing: once the frame queue, the writer
-	// and the buffers between them are full (10-15 chunks here) and
-	// the agent has seen how fast it drains (chunkLevel), the rest go at
-	// the better level.
+	// and the buffers between them are full and the agent has watched it
+	// drain for a second (chunkLevel: about 25 chunks here), the rest go
+	// at the better level.
 	if f, b, seq := received(max(40*time.Millisecond, 5*slowest)); !strings.HasSuffix(seq, "bbbbbb") {
 		t.Errorf("read slowly: %d chunks at the fastest level, %d at the better one (%s, in order); want the last six better", f, b, seq)
 	}
@@ -329,7 +329,9 @@ func TestChunkLevelWeighsTheDrainRate(t *testing.T) {
 			}
 			b := c.better(now, int64(i)*drainPerSec*int64(drainSample)/int64(time.Second))
 			if b {
-				c.encoded(1<<20, 100*time.Millisecond) // 10 MiB/s
+				c.encoded(true, 1<<20, 100*time.Millisecond) // 10 MiB/s
+			} else {
+				c.encoded(false, 1<<20, 25*time.Millisecond) // 40 MiB/s
 			}
 			got = append(got, b)
 		}
@@ -350,8 +352,13 @@ func TestChunkLevelWeighsTheDrainRate(t *testing.T) {
 		t.Errorf("wire behind at 1 MiB/s, the better level making 10: %v, want not before the drain rate is known, then yes", got)
 	}
 	// Behind but draining at 8 MiB/s: the better level (10 MiB/s) would
-	// not keep it fed; after trying it twice, stay fast.
+	// not keep it fed; after trying it twice (8 < 40/4), stay fast.
 	if got := run(8<<20, true); count(got) != 2 {
 		t.Errorf("wire behind at 8 MiB/s, the better level making 10: %v, want only the two tries", got)
+	}
+	// Behind but draining at 12 MiB/s, over a quarter of the fastest
+	// level's 40: the better level is never even tried.
+	if got := run(12<<20, true); count(got) != 0 {
+		t.Errorf("wire behind at 12 MiB/s, the fastest level making 40: %v, want the better level never tried", got)
 	}
 }

@@ -62,11 +62,27 @@ type cacheEntry struct {
 	Blocks []uint64
 }
 
+// cacheFile is the cache as written before version 2: one gob value.
 type cacheFile struct {
 	Polynomial uint64
 	Files      map[string]cacheEntry
 	// Walk names the walk these entries come from (bases only).
 	Walk string
+}
+
+// cacheHeader starts a cache file (version 2), followed by Count
+// cacheRecords. Its field names are cacheFile's, so an old file decodes
+// into it with Version 0.
+type cacheHeader struct {
+	Version    int
+	Polynomial uint64
+	Walk       string
+	Count      int
+}
+
+type cacheRecord struct {
+	Path  string
+	Entry cacheEntry
 }
 
 // Cache remembers each mirror file's chunk list, and the versions the
@@ -124,11 +140,32 @@ func loadCacheFile(path string, pol chunker.Pol) (map[string]cacheEntry, string,
 		return nil, "", err
 	}
 	defer f.Close()
-	var cf cacheFile
-	if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&cf); err == nil && cf.Polynomial == uint64(pol) && cf.Files != nil {
-		return cf.Files, cf.Walk, nil
+	dec := gob.NewDecoder(bufio.NewReader(f))
+	var h cacheHeader
+	if dec.Decode(&h) != nil || h.Polynomial != uint64(pol) || h.Count < 0 {
+		return map[string]cacheEntry{}, "", nil
 	}
-	return map[string]cacheEntry{}, "", nil
+	if h.Version == 0 {
+		// A file written before the records were streamed: one value
+		// whose first fields the header just read.
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, "", err
+		}
+		var cf cacheFile
+		if err := gob.NewDecoder(bufio.NewReader(f)).Decode(&cf); err == nil && cf.Files != nil {
+			return cf.Files, cf.Walk, nil
+		}
+		return map[string]cacheEntry{}, "", nil
+	}
+	files := make(map[string]cacheEntry, min(h.Count, 1<<20))
+	for range h.Count {
+		var r cacheRecord
+		if dec.Decode(&r) != nil {
+			return map[string]cacheEntry{}, "", nil // cut short: start over
+		}
+		files[r.Path] = r.Entry
+	}
+	return files, h.Walk, nil
 }
 
 // Forget drops a file's entry, after its cached chunk list proved wrong.
@@ -140,11 +177,21 @@ func (c *Cache) Forget(path string) {
 // Save writes the entries seen by the last walk.
 func (c *Cache) Save() error { return writeCacheFile(c.path, c.pol, c.new, "") }
 
+// writeCacheFile writes a header, then one record per file: gob holds each
+// value it encodes whole, and a 1 GiB tree's cache is ~4 MiB (its block
+// hashes), which the agent held while the chunk sender's buffers were in
+// use; one record is at most one file's.
 func writeCacheFile(path string, pol chunker.Pol, files map[string]cacheEntry, walk string) error {
 	return atomicfile.Write(path, 0o600, func(f *os.File) error {
 		bw := bufio.NewWriter(f)
-		if err := gob.NewEncoder(bw).Encode(cacheFile{Polynomial: uint64(pol), Files: files, Walk: walk}); err != nil {
+		enc := gob.NewEncoder(bw)
+		if err := enc.Encode(cacheHeader{Version: 2, Polynomial: uint64(pol), Walk: walk, Count: len(files)}); err != nil {
 			return err
+		}
+		for p, e := range files {
+			if err := enc.Encode(cacheRecord{Path: p, Entry: e}); err != nil {
+				return err
+			}
 		}
 		return bw.Flush()
 	})
