@@ -19,16 +19,16 @@ import (
 // The boundaries are restic's (github.com/restic/chunker v0.4.0,
 // chunker.go): a chunk starting at s ends at the first e in
 // [s+MinSize, s+MaxSize] where the Rabin fingerprint of the 64 bytes
-// before e, modulo the repository's polynomial, has its low 20 bits zero;
-// at s+MaxSize if there is none; at the end of the stream if that comes
-// first. restic computes that fingerprint by rolling it over each chunk
+// before e, modulo the repository's polynomial, has its low 20 bits
+// (chunkBits) zero; at s+MaxSize if there is none; at the end of the
+// stream if that comes first. restic computes that fingerprint by rolling it over each chunk
 // from a reset; it depends only on the 64 bytes, so here it is rolled in
 // four lanes over four stretches of candidates at once: one rolling hash
 // is a chain of dependent table lookups, and four independent chains keep
 // the CPU busy (~2x the rate on this machine's cores). The first match in
 // lane order is the cut; a lane's work past it is discarded.
 // TestCutterMatchesChunker and FuzzCutter compare every boundary with
-// chunker.Next's.
+// chunker.Next's at restic's sizes, parallel_test.go at shrunk ones.
 type cutter struct {
 	tab      *cutTables
 	polShift uint
