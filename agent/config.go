@@ -216,7 +216,15 @@ func (c *Config) state(name string) string { return filepath.Join(c.StateDir, na
 
 // restoreHost is what package restore needs of the config.
 func (c *Config) restoreHost() restore.Host {
-	return restore.Host{DataPaths: c.DataPaths, SwapJournal: c.state(stateSwapJournal), Keep: c.Keep()}
+	return restore.Host{DataPaths: c.DataPaths, SwapJournal: c.state(stateSwapJournal), Keep: c.Keep(),
+		WriteMarker: func(raw json.RawMessage) error {
+			var m ReadyMarker
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return fmt.Errorf("the swap journal's ready marker: %w", err)
+			}
+			_, err := WriteReadyMarker(c, m)
+			return err
+		}}
 }
 
 func (c *Config) lockPath() string        { return c.state(stateLock) }

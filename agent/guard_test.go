@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -212,8 +213,11 @@ func TestRecoverFinishesInterruptedSwap(t *testing.T) {
 		StagingIno uint64 `json:"staging_ino"`
 	}
 	var journal struct {
-		Entries []entry `json:"entries"`
+		Entries []entry         `json:"entries"`
+		Marker  json.RawMessage `json:"marker"`
 	}
+	// The restore asked for a ready marker; the agent died before it.
+	journal.Marker = json.RawMessage(`{"by":"restore","snapshot":"0123456789abcdef","snapshot_host":"vps"}`)
 	for _, live := range []string{a, b} {
 		staging := live + restore.StagingSuffix
 		for _, d := range []struct{ dir, file string }{{live, "old"}, {staging, "new"}} {
@@ -251,6 +255,10 @@ func TestRecoverFinishesInterruptedSwap(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(e.Prev, "old")); err != nil {
 			t.Errorf("old data of %s not kept: %v", e.Live, err)
 		}
+	}
+	var m ReadyMarker
+	if b, err := os.ReadFile(cfg.ReadyMarker); err != nil || json.Unmarshal(b, &m) != nil || m.By != "restore" || m.Snapshot != "0123456789abcdef" || m.Host != cfg.Host {
+		t.Errorf("ready marker after recover: %s, %v; want the restore's, written by recover", b, err)
 	}
 	l := log.String()
 	if fin, res := strings.Index(l, "finished an interrupted swap"), strings.Index(l, "resuming"); fin < 0 || res < fin {

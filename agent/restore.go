@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -224,11 +225,19 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	if err := s.reportPhase(proto.PhaseSwap); err != nil {
 		return err
 	}
+	// The ready marker travels in the swap journal: an agent killed after
+	// the swap but before writing it leaves it to recover (FinishSwap).
+	var marker json.RawMessage
+	if !b.NoMarker {
+		if marker, err = json.Marshal(ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time}); err != nil {
+			return proto.Errorf(proto.CodeInternal, "ready marker: %v", err)
+		}
+	}
 	res.SwapStarted = time.Now()
 	var kept []string
 	_, phases, window, err := Freeze(ctx, q, s.Config, func(context.Context) (mirror.Stats, error) {
 		var serr error
-		kept, serr = st.Swap(res.SwapStarted)
+		kept, serr = st.Swap(res.SwapStarted, marker)
 		swapped = serr == nil
 		return mirror.Stats{}, serr
 	})
@@ -256,11 +265,14 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		st.Warn("pruning previous copies: %v", perr)
 	}
 	if !b.NoMarker {
-		marker, merr := WriteReadyMarker(s.Config, ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time})
+		path, merr := WriteReadyMarker(s.Config, ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time})
+		if merr == nil {
+			merr = st.EndSwap()
+		}
 		if merr != nil {
 			err = errors.Join(err, merr)
 		}
-		res.Marker = marker
+		res.Marker = path
 	}
 	phase("finish", t)
 	if err != nil {

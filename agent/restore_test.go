@@ -457,6 +457,10 @@ func TestRestoreOntoFreshHost(t *testing.T) {
 	if _, err := os.Lstat(h.data + restore.StagingSuffix); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("staging left behind: %v", err)
 	}
+	// The journal carried the marker until it was written, then went.
+	if _, err := os.Lstat(h.cfg.restoreHost().SwapJournal); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("swap journal left behind after a complete restore: %v", err)
+	}
 }
 
 func TestRestoreRefusesReadyHostUnlessAllowed(t *testing.T) {

@@ -1,10 +1,13 @@
 package restore
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/haulproject/haul/internal/atomicfile"
@@ -148,5 +151,69 @@ func TestFinishSwapNotBegun(t *testing.T) {
 	}
 	if has(host.SwapJournal) {
 		t.Error("journal left")
+	}
+}
+
+// TestFinishSwapWritesTheMarker: a swap that completed (every path
+// exchanged and labelled) but whose agent died before writing the ready
+// marker leaves the journal with the marker; FinishSwap writes it, then
+// drops the journal. A marker that cannot be written keeps the journal for
+// the next try; a swap that never began writes none.
+func TestFinishSwapWritesTheMarker(t *testing.T) {
+	marker := json.RawMessage(`{"by":"restore","snapshot":"0123"}`)
+	setup := func(t *testing.T, swapped bool) (Host, *[]string) {
+		host, es := interrupted(t, 2)
+		j := swapJournal{Entries: es, Marker: marker}
+		if err := atomicfile.WriteJSON(host.SwapJournal, &j, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if swapped {
+			for _, e := range es {
+				if err := unix.Renameat2(unix.AT_FDCWD, e.Staging, unix.AT_FDCWD, e.Live, unix.RENAME_EXCHANGE); err != nil {
+					t.Fatalf("RENAME_EXCHANGE: %v", err)
+				}
+				if err := os.Rename(e.Staging, e.Prev); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var written []string
+		host.WriteMarker = func(m json.RawMessage) error {
+			var b bytes.Buffer
+			if err := json.Compact(&b, m); err != nil {
+				return err
+			}
+			written = append(written, b.String())
+			return nil
+		}
+		return host, &written
+	}
+
+	host, written := setup(t, true)
+	if err := FinishSwap(host, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if len(*written) != 1 || (*written)[0] != string(marker) {
+		t.Errorf("markers written %q, want the journal's once", *written)
+	}
+	if has(host.SwapJournal) {
+		t.Error("journal left after the marker was written")
+	}
+
+	host, _ = setup(t, true)
+	host.WriteMarker = func(json.RawMessage) error { return errors.New("disk full") }
+	if err := FinishSwap(host, t.Logf); err == nil || !strings.Contains(err.Error(), "ready marker") {
+		t.Errorf("FinishSwap with the marker failing = %v, want an error naming it", err)
+	}
+	if !has(host.SwapJournal) {
+		t.Error("journal dropped though the marker was not written")
+	}
+
+	host, written = setup(t, false)
+	if err := FinishSwap(host, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	if len(*written) != 0 {
+		t.Errorf("a swap that never began wrote the marker %q", *written)
 	}
 }

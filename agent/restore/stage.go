@@ -6,6 +6,7 @@ package restore
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -33,6 +34,9 @@ type Host struct {
 	DataPaths   []string // absolute; each is staged and swapped
 	SwapJournal string   // the state dir's record of a swap in progress
 	Keep        int      // previous copies kept per data path
+	// WriteMarker writes the ready marker a swap's journal carries (see
+	// Stage.Swap); FinishSwap calls it once it has rolled a swap forward.
+	WriteMarker func(marker json.RawMessage) error
 }
 
 // Stage is the snapshot's tree being built beside the live data, one
@@ -57,6 +61,9 @@ type Stage struct {
 	// data paths, by host path; used only to create missing ones.
 	ancestors map[string]*proto.Node
 	created   []string // ancestor directories this restore created
+	// labelFailed: Swap could not rename some old data to its *.prev-*
+	// name; the journal stays for FinishSwap.
+	labelFailed bool
 
 	need   map[proto.ID][]ChunkLoc // chunks still to receive
 	wanted []proto.ID              // need's keys, in first-use order

@@ -29,6 +29,12 @@ const (
 // copy. Inode numbers tell whether the exchange happened.
 type swapJournal struct {
 	Entries []swapEntry `json:"entries"`
+	// Marker is the ready marker to write once the data is swapped in
+	// (none: the restore asked for no marker). While it is set the journal
+	// outlives the swap: it is removed only after the marker is written
+	// (EndSwap), so an agent killed in between still leaves a ready host
+	// once FinishSwap has run.
+	Marker json.RawMessage `json:"marker,omitempty"`
 }
 
 type swapEntry struct {
@@ -48,11 +54,13 @@ type swapState struct {
 // file system supports it, staging and live are exchanged in one atomic
 // rename (the data path is never missing), then the old data is renamed to
 // *.prev-<stamp>. If any data path fails, those already swapped are put
-// back. It returns the previous copies kept.
-func (st *Stage) Swap(now time.Time) ([]string, error) {
+// back. It returns the previous copies kept. A marker (the ready marker's
+// JSON) keeps the journal after the swap, until EndSwap: the caller writes
+// the marker, then ends the swap.
+func (st *Stage) Swap(now time.Time, marker json.RawMessage) ([]string, error) {
 	stamp := now.UTC().Format(prevTimeFormat)
 	st.CloseAll()
-	var j swapJournal
+	j := swapJournal{Marker: marker}
 	for _, r := range st.roots {
 		var s unix.Stat_t
 		if err := unix.Lstat(r.staging, &s); err != nil {
@@ -93,7 +101,8 @@ func (st *Stage) Swap(now time.Time) ([]string, error) {
 		kept = append(kept, e.Prev)
 	}
 	j.syncParents()
-	if len(errs) == 0 {
+	st.labelFailed = len(errs) > 0
+	if len(errs) == 0 && marker == nil {
 		_ = os.Remove(st.host.SwapJournal)
 	}
 	// The swap itself succeeded: a failure to label the old data is
@@ -165,6 +174,19 @@ func unswapOne(e swapEntry, s swapState) error {
 	default:
 		return os.Rename(e.Live, e.Staging)
 	}
+}
+
+// EndSwap removes the journal of a swap whose ready marker is written. If
+// the old data could not all be labelled, the journal stays for
+// FinishSwap to label it (writing the marker again does no harm).
+func (st *Stage) EndSwap() error {
+	if st.labelFailed {
+		return nil
+	}
+	if err := os.Remove(st.host.SwapJournal); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return proto.Errorf(proto.CodeIO, "remove swap journal: %v", err)
+	}
+	return nil
 }
 
 // FinishSwap completes a swap an earlier agent was killed in. The journal
@@ -239,6 +261,15 @@ func FinishSwap(h Host, logf func(string, ...any)) error {
 		}
 	}
 	j.syncParents()
+	if len(errs) == 0 && j.Marker != nil && h.WriteMarker != nil {
+		// The dead agent swapped the data in but may not have marked the
+		// host ready: the units waiting on the marker start now.
+		if err := h.WriteMarker(j.Marker); err != nil {
+			errs = append(errs, fmt.Errorf("finish an interrupted swap: write the ready marker: %w", err))
+		} else {
+			logf("finished an interrupted swap: ready marker written")
+		}
+	}
 	if len(errs) > 0 {
 		// The journal stays, so the next restore or recover tries again.
 		return proto.Errorf(proto.CodeIO, "%v", errors.Join(errs...))
