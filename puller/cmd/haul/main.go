@@ -159,9 +159,6 @@ func main() {
 	os.Exit(run(context.Background(), os.Args, os.Stdout, os.Stderr))
 }
 
-// resetRepeatable empties the repeatable pattern flags, whose values live
-// in the (package-level) flag, so one run's patterns never reach the next
-// in the same process.
 // resetGlobals puts the global flags back to their defaults: urfave/cli
 // stores a value found in the environment into the (package-level) flag,
 // so an in-process run after one with HAUL_PASSWORD_FILE set would still
@@ -172,6 +169,9 @@ func resetGlobals() {
 	passwordFileFlag.Value, passwordFileFlag.HasBeenSet = "", false
 }
 
+// resetRepeatable empties the repeatable pattern flags, whose values live
+// in the (package-level) flag, so one run's patterns never reach the next
+// in the same process.
 func resetRepeatable(cmds []*cli.Command) {
 	for _, c := range cmds {
 		for _, f := range c.Flags {
