@@ -175,6 +175,17 @@ func open(ctx context.Context, be backend.Backend, path, password string, pol *c
 // milliseconds here; the stock restic CLI reads keys of any cost.
 var MachineKeyKDF = crypto.Params{N: 1 << 12, R: 8, P: 1}
 
+// HasMachineKey says whether the key the repository was opened with has
+// MachineKeyKDF's cost.
+func (r *Repo) HasMachineKey(ctx context.Context) (bool, error) {
+	id := r.KeyID()
+	k, err := repository.LoadKey(ctx, r.Repository, id)
+	if err != nil {
+		return false, fmt.Errorf("load key %s: %w", id.Str(), err)
+	}
+	return crypto.Params{N: k.N, R: k.R, P: k.P} == MachineKeyKDF, nil
+}
+
 // UseMachineKey replaces the key the repository was opened with by one
 // with the same password and master key at MachineKeyKDF's cost. For a
 // password haul generated only: callers decide that. The new key is

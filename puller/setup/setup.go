@@ -47,11 +47,21 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 // CreatePasswordFile writes a random password (256 bits, base64url) to
 // path, mode 0600, refusing to overwrite.
 func CreatePasswordFile(path string) error {
-	var b [32]byte
+	var b [passwordBytes]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
 	}
 	return writeNew(path, []byte(base64.RawURLEncoding.EncodeToString(b[:])+"\n"), 0o600)
+}
+
+const passwordBytes = 32
+
+// IsGeneratedPassword says whether pw has the form CreatePasswordFile
+// writes: 256 bits in unpadded base64url (43 characters). Only such a
+// password may go without restic's scrypt cost (haul key machine).
+func IsGeneratedPassword(pw string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(pw)
+	return err == nil && len(b) == passwordBytes
 }
 
 // KeyPair is a created SSH key pair.

@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
-	"regexp"
-
 	"github.com/haulproject/haul/puller/config"
 	"github.com/haulproject/haul/puller/repo"
+	"github.com/haulproject/haul/puller/setup"
 	"github.com/urfave/cli/v2"
 )
 
@@ -24,11 +21,6 @@ var cmdKey = &cli.Command{
 		Action: runKeyMachine,
 	}},
 }
-
-// generatedPassword is what setup.CreatePasswordFile writes: 256 random
-// bits in unpadded base64url. Only such a password goes without
-// restic's scrypt cost; a passphrase a human chose needs it.
-var generatedPassword = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
 
 type keyMachineResult struct {
 	Repository string `json:"repository"`
@@ -49,7 +41,8 @@ func runKeyMachine(c *cli.Context) error {
 	if err != nil {
 		return configFailure(err)
 	}
-	if !generatedPassword.MatchString(pw) {
+	// A passphrase a human chose needs restic's scrypt cost.
+	if !setup.IsGeneratedPassword(pw) {
 		return configFailure(fmt.Errorf("the password in %s is not one haul generated (43 base64url characters, 256 random bits): "+
 			"a passphrase needs restic's scrypt cost, so its key stays as it is. To switch, write a random password "+
 			"(e.g. `haul init --create-password` into a new config) and make it the key's with `restic key passwd`, then run this again", cfg.PasswordFile))
@@ -59,9 +52,11 @@ func runKeyMachine(c *cli.Context) error {
 	return withConfigLockedRepo(c, cfg, false, nil, func(ctx context.Context, cfg *config.Config, r *repo.Repo) error {
 		res := keyMachineResult{Repository: cfg.Repository, N: repo.MachineKeyKDF.N, R: repo.MachineKeyKDF.R, P: repo.MachineKeyKDF.P}
 		old := r.KeyID().String()
-		var cur struct{ N, R, P int }
-		if b, err := os.ReadFile(filepath.Join(cfg.Repository, "keys", old)); err == nil && json.Unmarshal(b, &cur) == nil &&
-			cur.N == repo.MachineKeyKDF.N && cur.R == repo.MachineKeyKDF.R && cur.P == repo.MachineKeyKDF.P {
+		already, err := r.HasMachineKey(ctx)
+		if err != nil {
+			return configFailure(fmt.Errorf("repository %s: %w", cfg.Repository, err))
+		}
+		if already {
 			res.Key, res.Already = old, true
 		} else {
 			id, err := r.UseMachineKey(ctx, pw)
