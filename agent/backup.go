@@ -373,6 +373,8 @@ func putBuf(b []byte) {
 	}
 }
 
+// writer owns the output stream; it flushes whenever nothing else is
+// queued, so small frames are batched and large ones go out at once.
 func (s *session) writer(out <-chan outFrame) error {
 	var err error
 	for f := range out {
@@ -528,18 +530,11 @@ func (e *staleChunkError) Error() string { return e.err.Error() }
 func (e *staleChunkError) Unwrap() error { return e.err }
 
 func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *manifest.Bases, q *wantQueue, out chan<- outFrame, walkDone <-chan struct{}, bye *proto.Bye) error {
-	fast, err := newChunkEncoder(zstd.SpeedFastest)
+	encs, err := newChunkEncoders()
 	if err != nil {
 		return err
 	}
-	defer fast.Close()
-	var better *zstd.Encoder
-	var lvl chunkLevel
-	defer func() {
-		if better != nil {
-			better.Close()
-		}
-	}()
+	defer encs.Close()
 	// Budgeted by plain length: an encoded chunk is never much larger.
 	budget := semaphore.NewWeighted(chunkBudget)
 	files := map[string]*os.File{}
@@ -576,19 +571,11 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			n := min(int64(loc.Length), chunkBudget)
 			acquired := budget.TryAcquire(n)
 			if !acquired {
-				lvl.fellBehind()
+				encs.lvl.fellBehind()
 			}
-			enc := fast
-			if lvl.better(time.Now(), s.wireSent.Load()) {
-				if better == nil {
-					if better, err = newChunkEncoder(zstd.SpeedBetterCompression); err != nil {
-						return err
-					}
-				}
-				enc = better
-			} else if better != nil && lvl.notWorthIt() {
-				better.Close() // its 4.5 MiB go back for the rest of the session
-				better = nil
+			enc, err := encs.pick(time.Now(), s.wireSent.Load())
+			if err != nil {
+				return err
 			}
 			if !acquired {
 				if err := budget.Acquire(ctx, n); err != nil {
@@ -608,7 +595,7 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			}
 			t0 := time.Now()
 			frame, body, raw := s.chunkFrame(enc, bases, loc, id, plain, !wt.full, bye)
-			lvl.encoded(enc == better, len(body), time.Since(t0))
+			encs.lvl.encoded(enc == encs.better, len(body), time.Since(t0))
 			if !raw {
 				putBuf(plain) // the frame holds the encoded copy only
 			}
@@ -618,9 +605,9 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			}
 			select {
 			case out <- frame:
-				lvl.keptUp()
+				encs.lvl.keptUp()
 			default:
-				lvl.fellBehind()
+				encs.lvl.fellBehind()
 				select {
 				case out <- frame:
 				case <-ctx.Done():
@@ -631,6 +618,47 @@ func (s *session) sendChunks(ctx context.Context, w *manifest.Walker, bases *man
 			bye.ChunksSent++
 			bye.RawBytes += int64(len(plain))
 		}
+	}
+}
+
+// chunkEncoders are the sender's: the fastest level's encoder, and the
+// better one's while chunkLevel wants it.
+type chunkEncoders struct {
+	fast, better *zstd.Encoder
+	lvl          chunkLevel
+}
+
+func newChunkEncoders() (*chunkEncoders, error) {
+	fast, err := newChunkEncoder(zstd.SpeedFastest)
+	if err != nil {
+		return nil, err
+	}
+	return &chunkEncoders{fast: fast}, nil
+}
+
+// pick returns the encoder for the next chunk (see chunkLevel); sent is
+// the bytes written to the wire so far.
+func (e *chunkEncoders) pick(now time.Time, sent int64) (*zstd.Encoder, error) {
+	if e.lvl.better(now, sent) {
+		if e.better == nil {
+			var err error
+			if e.better, err = newChunkEncoder(zstd.SpeedBetterCompression); err != nil {
+				return nil, err
+			}
+		}
+		return e.better, nil
+	}
+	if e.better != nil && e.lvl.notWorthIt() {
+		e.better.Close() // its 4.5 MiB go back for the rest of the session
+		e.better = nil
+	}
+	return e.fast, nil
+}
+
+func (e *chunkEncoders) Close() {
+	e.fast.Close()
+	if e.better != nil {
+		e.better.Close()
 	}
 }
 
@@ -646,10 +674,7 @@ type chunkLevel struct {
 	behind int
 	// samples of the bytes written to the wire, one per drainSample, the
 	// last drainSamples of them.
-	samples [drainSamples]struct {
-		t time.Time
-		n int64
-	}
+	samples  [drainSamples]wireSample
 	nsamples int
 	// what the better level produced, and in how long (0: not tried yet);
 	// and the fastest.
@@ -658,6 +683,12 @@ type chunkLevel struct {
 	betterTime   time.Duration
 	fastOut      int64
 	fastTime     time.Duration
+}
+
+// wireSample is the bytes written to the wire by a time.
+type wireSample struct {
+	t time.Time
+	n int64
 }
 
 const (
@@ -669,11 +700,11 @@ const (
 )
 
 func (c *chunkLevel) fellBehind() { c.behind = behindFor }
+func (c *chunkLevel) keptUp()     { c.behind = max(c.behind-1, 0) }
 
 // notWorthIt: the better level was tried and the wire drains too fast for
 // it (the last decision was the fastest level with the wire behind).
 func (c *chunkLevel) notWorthIt() bool { return c.betterTime > 0 && c.behind > 0 }
-func (c *chunkLevel) keptUp()          { c.behind = max(c.behind-1, 0) }
 
 // encoded records a chunk frame of n bytes that took d to make, at the
 // better level or the fastest.
@@ -695,10 +726,7 @@ func (c *chunkLevel) encoded(better bool, n int, d time.Duration) {
 // the bytes written to the wire so far.
 func (c *chunkLevel) better(now time.Time, sent int64) bool {
 	if c.nsamples == 0 || now.Sub(c.samples[(c.nsamples-1)%drainSamples].t) >= drainSample {
-		c.samples[c.nsamples%drainSamples] = struct {
-			t time.Time
-			n int64
-		}{now, sent}
+		c.samples[c.nsamples%drainSamples] = wireSample{now, sent}
 		c.nsamples++
 	}
 	if c.behind == 0 || c.nsamples < 3 {

@@ -227,9 +227,10 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 	}
 	// The ready marker travels in the swap journal: an agent killed after
 	// the swap but before writing it leaves it to recover (FinishSwap).
+	mark := ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time}
 	var marker json.RawMessage
 	if !b.NoMarker {
-		if marker, err = json.Marshal(ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time}); err != nil {
+		if marker, err = json.Marshal(mark); err != nil {
 			return proto.Errorf(proto.CodeInternal, "ready marker: %v", err)
 		}
 	}
@@ -265,7 +266,7 @@ func (s *session) restoreSnapshot(ctx context.Context, b *proto.RestoreBegin) er
 		st.Warn("pruning previous copies: %v", perr)
 	}
 	if !b.NoMarker {
-		path, merr := WriteReadyMarker(s.Config, ReadyMarker{By: "restore", Snapshot: b.Snapshot, SnapshotHost: b.Host, SnapshotTime: b.Time})
+		path, merr := WriteReadyMarker(s.Config, mark)
 		if merr == nil {
 			merr = st.EndSwap()
 		}

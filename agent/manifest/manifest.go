@@ -493,8 +493,6 @@ type chunkWorker struct {
 	eof  bool
 	done int // chunks of c.refs already returned by next
 	bh   *blockHasher
-	// end is where the last chunk next returned ends, from the stream's start.
-	end int64
 }
 
 // worker returns the walker's i-th chunkWorker, made on first use.
@@ -510,7 +508,7 @@ func (w *Walker) worker(i int) *chunkWorker {
 // ahead); the hashes are the file's either way.
 func (cw *chunkWorker) reset(r io.Reader, pol chunker.Pol) {
 	cw.c = newCutter(pol)
-	cw.r, cw.lb, cw.eof, cw.done, cw.end = r, 0, false, 0, 0
+	cw.r, cw.lb, cw.eof, cw.done = r, 0, false, 0
 	cw.bh = &blockHasher{}
 }
 
@@ -538,7 +536,6 @@ func (cw *chunkWorker) next() (proto.ChunkRef, error) {
 	}
 	ref := cw.c.refs[cw.done]
 	cw.done++
-	cw.end += int64(ref.Length)
 	return ref, nil
 }
 

@@ -97,7 +97,8 @@ type segment struct {
 	ends  []int64 // where each chunk ends, ascending
 	refs  []proto.ChunkRef
 	// blocks are the hashes of the blocks from start on that the worker
-	// chunked whole (and the file's short last block, if it got there).
+	// read whole (and the file's short last block, if it got there); it
+	// reads ahead of its last cut, and result takes only those before it.
 	// Set when done.
 	blocks []uint64
 	done   bool
