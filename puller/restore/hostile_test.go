@@ -66,25 +66,12 @@ func TestHostileSnapshotRefused(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(dataPath, "live"), []byte("live data"), 0o600))
 			before := listTree(t, base)
 
-			w := &treeWriter{t: t, ctx: ctx, r: r, mt: mt}
-			var snID restic.ID
-			must(t, r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
-				w.up = up
-				children, beside := tc.build(w, outside)
-				root := w.rootFor(dataPath, children, beside)
-				sn, err := data.NewSnapshot([]string{dataPath}, nil, "old", mt)
-				must(t, err)
-				sn.Tree = &root
-				snID, err = r.SaveSnapshot(ctx, sn, nil)
-				return err
-			}))
-			sn, err := r.Find(ctx, "old", snID.String())
-			must(t, err)
+			sn := saveSnapshot(t, ctx, r, mt, dataPath, func(w *treeWriter) ([]*data.Node, []*data.Node) { return tc.build(w, outside) })
 
 			cfg := filepath.Join(t.TempDir(), "agent.json")
 			must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`{"host":"new","data_paths":[%q],"state_dir":%q}`, dataPath, filepath.Join(t.TempDir(), "state"))), 0o600))
 			conn := &transport.Exec{Argv: []string{filepath.Join(bins, "haul-agent"), "serve", "--config", cfg, "--allow-restore"}}
-			_, err = restore.Agent(ctx, r, sn, conn, restore.AgentOptions{})
+			_, err := restore.Agent(ctx, r, sn, conn, restore.AgentOptions{})
 			var pe *proto.Error
 			if !errors.As(err, &pe) || pe.Code != proto.CodeRefused {
 				t.Fatalf("hostile snapshot: got %v, want the agent's refusal", err)
@@ -136,6 +123,28 @@ func (w *treeWriter) rootFor(dataPath string, children, beside []*data.Node) res
 		level = []*data.Node{w.dir(parts[i], level...)}
 	}
 	return w.save(level)
+}
+
+// saveSnapshot saves a snapshot of dataPath, host "old", whose data path
+// holds the children build returns (and beside, next to it), and finds it
+// again. build runs with w's uploader set, so it may save blobs.
+func saveSnapshot(t *testing.T, ctx context.Context, r *repo.Repo, mt time.Time, dataPath string, build func(w *treeWriter) (children, beside []*data.Node)) *repo.Snapshot {
+	t.Helper()
+	w := &treeWriter{t: t, ctx: ctx, r: r, mt: mt}
+	var snID restic.ID
+	must(t, r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
+		w.up = up
+		children, beside := build(w)
+		root := w.rootFor(dataPath, children, beside)
+		sn, err := data.NewSnapshot([]string{dataPath}, nil, "old", mt)
+		must(t, err)
+		sn.Tree = &root
+		snID, err = r.SaveSnapshot(ctx, sn, nil)
+		return err
+	}))
+	sn, err := r.Find(ctx, "old", snID.String())
+	must(t, err)
+	return sn
 }
 
 func newRepo(t *testing.T) *repo.Repo {

@@ -22,20 +22,9 @@ func TestRestoreProgressOnlyAfterCommit(t *testing.T) {
 	ctx := context.Background()
 	r := newRepo(t)
 	mt := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	w := &treeWriter{t: t, ctx: ctx, r: r, mt: mt}
-	var snID restic.ID
-	must(t, r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
-		w.up = up
-		f := &data.Node{Name: "empty", Type: data.NodeTypeFile, Mode: 0o644, ModTime: mt, Content: restic.IDs{}}
-		root := w.rootFor("/srv/data", []*data.Node{f}, nil)
-		sn, err := data.NewSnapshot([]string{"/srv/data"}, nil, "old", mt)
-		must(t, err)
-		sn.Tree = &root
-		snID, err = r.SaveSnapshot(ctx, sn, nil)
-		return err
-	}))
-	sn, err := r.Find(ctx, "old", snID.String())
-	must(t, err)
+	sn := saveSnapshot(t, ctx, r, mt, "/srv/data", func(*treeWriter) ([]*data.Node, []*data.Node) {
+		return []*data.Node{{Name: "empty", Type: data.NodeTypeFile, Mode: 0o644, ModTime: mt, Content: restic.IDs{}}}, nil
+	})
 
 	for _, tc := range []struct {
 		name     string

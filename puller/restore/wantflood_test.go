@@ -23,22 +23,11 @@ func TestRestoreWantFlood(t *testing.T) {
 	r := newRepo(t)
 	mt := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	content := []byte(strings.Repeat("a chunk worth asking for twice\n", 4096))
-	w := &treeWriter{t: t, ctx: ctx, r: r, mt: mt}
-	var snID restic.ID
-	must(t, r.WithBlobUploader(ctx, func(ctx context.Context, up restic.BlobSaverWithAsync) error {
-		w.up = up
-		id, _, _, err := up.SaveBlob(ctx, restic.DataBlob, content, restic.ID{}, false)
+	sn := saveSnapshot(t, ctx, r, mt, "/srv/data", func(w *treeWriter) ([]*data.Node, []*data.Node) {
+		id, _, _, err := w.up.SaveBlob(ctx, restic.DataBlob, content, restic.ID{}, false)
 		must(t, err)
-		f := &data.Node{Name: "db.sqlite", Type: data.NodeTypeFile, Mode: 0o644, ModTime: mt, Size: uint64(len(content)), Content: restic.IDs{id}}
-		root := w.rootFor("/srv/data", []*data.Node{f}, nil)
-		sn, err := data.NewSnapshot([]string{"/srv/data"}, nil, "old", mt)
-		must(t, err)
-		sn.Tree = &root
-		snID, err = r.SaveSnapshot(ctx, sn, nil)
-		return err
-	}))
-	sn, err := r.Find(ctx, "old", snID.String())
-	must(t, err)
+		return []*data.Node{{Name: "db.sqlite", Type: data.NodeTypeFile, Mode: 0o644, ModTime: mt, Size: uint64(len(content)), Content: restic.IDs{id}}}, nil
+	})
 
 	chunks := make(chan int, 1)
 	flood := pipeAgent(func(in io.Reader, out io.Writer) {
@@ -81,7 +70,7 @@ func TestRestoreWantFlood(t *testing.T) {
 		}
 		chunks <- n
 	})
-	_, err = restore.Agent(ctx, r, sn, flood, restore.AgentOptions{})
+	_, err := restore.Agent(ctx, r, sn, flood, restore.AgentOptions{})
 	if err == nil || !errors.Is(err, proto.ErrFrame) || !strings.Contains(err.Error(), "second time") {
 		t.Fatalf("want a protocol error for the repeated want, got %v", err)
 	}
