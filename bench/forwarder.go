@@ -94,25 +94,8 @@ func (f *Forwarder) serve(c net.Conn) {
 	pipe := func(dst, src net.Conn, n *atomic.Int64) {
 		if f.link.RTT > 0 {
 			delayPipe(dst, src, n, f.link.RTT/2)
-			done <- struct{}{}
-			return
-		}
-		buf := make([]byte, 64<<10)
-		for {
-			k, err := src.Read(buf)
-			if k > 0 {
-				n.Add(int64(k))
-				if _, werr := dst.Write(buf[:k]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		// Pass the half-close on, as a direct connection would.
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		} else {
+			copyHalf(dst, src, n)
 		}
 		done <- struct{}{}
 	}
@@ -120,6 +103,30 @@ func (f *Forwarder) serve(c net.Conn) {
 	go pipe(c, s, &f.down)
 	<-done
 	<-done
+}
+
+// copyHalf copies src to dst until either ends, counting the bytes in n
+// (nil: not counted), then passes the half-close on, as a direct
+// connection would.
+func copyHalf(dst, src net.Conn, n *atomic.Int64) {
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if n != nil {
+				n.Add(int64(k))
+			}
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
 }
 
 // segment is bytes read from one side, due at the other.

@@ -243,21 +243,7 @@ func splice(c net.Conn, target string) {
 	defer s.Close()
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
-		buf := make([]byte, 64<<10)
-		for {
-			k, err := src.Read(buf)
-			if k > 0 {
-				if _, werr := dst.Write(buf[:k]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
+		copyHalf(dst, src, nil)
 		done <- struct{}{}
 	}
 	go cp(s, c)
