@@ -1,16 +1,12 @@
 package pull_test
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/haulproject/haul/internal/ptytest"
 	"github.com/haulproject/haul/puller/internal/clitest"
 )
 
@@ -27,78 +23,29 @@ func TestBackupProgressOnATerminal(t *testing.T) {
 	clitest.WriteRandom(t, filepath.Join(data, "big"), 128<<20)
 	e.WriteConfig("[[hosts]]\nname = \"vps\"\ncommand = " + e.AgentCommand("vps", data) + "\n")
 
-	pty := ptytest.Open(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.Haul, "--config", e.Config, "backup")
-	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
-	clitest.Must(t, cmd.Start())
-	err := cmd.Wait()
-	pty.CloseSlave()
-	screen := pty.Output()
-	if err != nil {
-		t.Fatalf("backup: %v\n%s", err, screen)
-	}
-	for _, re := range []string{
+	screen := onTerminal(t, e, "backup")
+	wantScreen(t, "backup", screen,
 		`\r\x1b\[K. \[0/1 done\] vps: pre-sync \d:\d\d`,
 		// The agent's counts of its mirror sync: the first has no
 		// totals to go by.
 		`vps: pre-sync \d:\d\d 128\.0 MiB 1 files`,
 		`\r\x1b\[K. \[0/1 done\] vps: freeze \d:\d\d`,
 		`vps: transfer \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% 1/1 files`,
-	} {
-		if !regexp.MustCompile(re).MatchString(screen) {
-			t.Errorf("terminal screen lacks %s:\n%q", re, screen)
-		}
-	}
-	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
-		t.Logf("screen:\n%s", screen)
-	}
+	)
 	if !strings.Contains(screen, "snapshot") {
 		t.Errorf("no summary on the terminal:\n%q", screen)
 	}
 
 	// The second backup's syncs know their totals from the first.
-	pty = ptytest.Open(t)
-	cmd = exec.CommandContext(ctx, e.Haul, "--config", e.Config, "backup")
-	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
-	clitest.Must(t, cmd.Start())
-	err = cmd.Wait()
-	pty.CloseSlave()
-	screen = pty.Output()
-	if err != nil {
-		t.Fatalf("second backup: %v\n%s", err, screen)
-	}
-	for _, re := range []string{
+	wantScreen(t, "second backup", onTerminal(t, e, "backup"),
 		`vps: pre-sync \d:\d\d 128\.0 MiB/128\.0 MiB 100% 1/1 files`,
 		`vps: freeze \d:\d\d 128\.0 MiB/128\.0 MiB 100% 1/1 files`,
-	} {
-		if !regexp.MustCompile(re).MatchString(screen) {
-			t.Errorf("second backup's screen lacks %s:\n%q", re, screen)
-		}
-	}
-	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
-		t.Logf("second backup's screen:\n%s", screen)
-	}
+	)
 
 	// restore --target on the terminal: restic's restorer counts, shown
 	// with the same line.
-	pty = ptytest.Open(t)
-	cmd = exec.CommandContext(ctx, e.Haul, "--config", e.Config, "restore", "--host", "vps", "--target", filepath.Join(e.Dir, "restored"))
-	cmd.Stdout, cmd.Stderr = pty.Slave, pty.Slave
-	clitest.Must(t, cmd.Start())
-	err = cmd.Wait()
-	pty.CloseSlave()
-	screen = pty.Output()
-	if err != nil {
-		t.Fatalf("restore: %v\n%s", err, screen)
-	}
-	if os.Getenv("HAUL_PRINT_SCREEN") != "" {
-		t.Logf("restore screen:\n%s", screen)
-	}
-	if re := `vps: (restore|verify) \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% \d+/\d+ files`; !regexp.MustCompile(re).MatchString(screen) {
-		t.Errorf("restore screen lacks %s:\n%q", re, screen)
-	}
+	screen = onTerminal(t, e, "restore", "--host", "vps", "--target", filepath.Join(e.Dir, "restored"))
+	wantScreen(t, "restore", screen, `vps: (restore|verify) \d:\d\d [\d.]+ [KMG]?i?B/128\.0 MiB \d+% \d+/\d+ files`)
 	if !regexp.MustCompile(`\x1b\[K\r?\n?restored snapshot [0-9a-f]{8} to `).MatchString(screen) {
 		t.Errorf("restore result not printed on a cleared line:\n%q", screen)
 	}
