@@ -13,8 +13,9 @@ import (
 )
 
 // Opening is a repository being opened in the background: the key derived
-// from the password (restic's scrypt, calibrated at `init` to take about
-// half a second) and the index loaded, while the caller connects to a host.
+// from the password (restic's scrypt: about half a second for a key restic
+// calibrated, milliseconds for haul's machine key, MachineKeyKDF) and the
+// index loaded, while the caller connects to a host.
 type Opening struct {
 	// Polynomial is the repository's chunker polynomial remembered from an
 	// earlier open (0: none), known before the key is: a pull greets the
