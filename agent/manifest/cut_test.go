@@ -116,13 +116,17 @@ func TestCutterMatchesChunker(t *testing.T) {
 	}
 }
 
+// FuzzCutter runs at parallel_test's small chunking parameters (chunks of
+// 8–64 KiB), so an input of a few hundred KiB has many cuts and each run
+// is quick; TestCutterMatchesChunker covers restic's own sizes.
 func FuzzCutter(f *testing.F) {
-	f.Add([]byte("seed"), uint16(1), uint32(600<<10))
-	f.Add(make([]byte, 100), uint16(7), uint32(2<<20))
+	f.Add([]byte("seed"), uint16(1), uint32(200<<10))
+	f.Add(make([]byte, 100), uint16(7), uint32(100<<10))
 	f.Fuzz(func(t *testing.T, seed []byte, step uint16, size uint32) {
+		small(t)
 		// Grow the fuzzer's bytes to chunk-sized data by repeating them
 		// with a counter mixed in, so that cuts happen.
-		size %= 3 << 20
+		size %= 384 << 10
 		if len(seed) == 0 {
 			seed = []byte{0}
 		}
@@ -130,10 +134,9 @@ func FuzzCutter(f *testing.F) {
 		for i := range data {
 			data[i] = seed[i%len(seed)] ^ byte(i/len(seed)*31)
 		}
-		pol := chunker.Pol(0x3DA3358B4DC173)
-		want := resticChunks(t, data, pol)
+		want, _ := reference(t, data)
 		k := int(step) + 1
-		got := cutChunks(data, pol, func() int { return k })
+		got := cutChunks(data, testPol, func() int { return k })
 		if len(got) != len(want) {
 			t.Fatalf("%d chunks, restic %d", len(got), len(want))
 		}
